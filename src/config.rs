@@ -1,0 +1,328 @@
+//! The validated configuration: domain types that cannot hold an invalid value.
+//!
+//! The TOML file is read into a serde mirror (`raw`, `deny_unknown_fields`, every value
+//! wrapped in `Spanned` so errors can name file:line:column), then converted by
+//! `validate` into these types. Everything downstream (routing tables, upstream pools,
+//! the budget) is built from a `Config` only, so it never re-checks a value.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::uri::Authority;
+use http::StatusCode;
+
+mod raw;
+mod validate;
+
+pub use validate::parse_str;
+
+/// A whole, valid configuration file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (for messages and to resolve relative paths).
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    /// `None`: no admin listener.
+    pub admin: Option<AdminConfig>,
+    /// `None`: decisions live in memory only.
+    pub state: Option<StateConfig>,
+    /// `None`: no webhook.
+    pub notify: Option<NotifyConfig>,
+    /// In file order; names are unique.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: the downstream listener and its limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Upstream TCP (and later TLS) connect.
+    pub connect_timeout: Duration,
+    /// From sending the request upstream until the response head arrives.
+    pub request_timeout: Duration,
+    /// A client must deliver a whole request head within this (slowloris defence).
+    pub header_read_timeout: Duration,
+    /// Request line + headers larger than this get 431.
+    pub max_header_bytes: usize,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    pub drain_timeout: Duration,
+}
+
+/// `[admin]`: the admin listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// The bearer token read from `token_file` (whitespace trimmed). `None`: no
+    /// `token_file`, so mutating endpoints are off.
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[state]`: where latched decisions are persisted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateConfig {
+    pub dir: PathBuf,
+}
+
+/// `[notify]`: where decision events are POSTed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyConfig {
+    pub webhook: http::Uri,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Lower-cased, without a port. `None` matches any host.
+    pub host: Option<String>,
+    /// Starts with `/`.
+    pub path_prefix: String,
+    pub stable: UpstreamConfig,
+    pub canary: UpstreamConfig,
+    /// `canary.version`; part of the canary's identity (a new one re-arms a rollback).
+    pub canary_version: Option<String>,
+    pub canary_weight: Weight,
+    /// Tried in order; the first present source gives the sticky key.
+    pub sticky: Vec<StickySource>,
+    /// `salt`, or the route name.
+    pub salt: String,
+    pub override_header: Option<HeaderName>,
+    /// Sticky keys always sent to the canary (unless rolled back).
+    pub cohort: Vec<String>,
+    pub budget: BudgetConfig,
+    pub rollout: Option<RolloutConfig>,
+}
+
+/// `stable` / `canary`: a set of interchangeable endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Never empty.
+    pub endpoints: Vec<Endpoint>,
+    pub protocol: Protocol,
+}
+
+/// One upstream endpoint (`host:port` or `http://host:port`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub scheme: Scheme,
+    pub authority: Authority,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// The protocol spoken to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (gRPC upstreams).
+    Http2,
+}
+
+/// A canary weight in basis points: 0..=10_000 (percent with 0.01 resolution).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Weight(u16);
+
+/// Where the sticky key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickySource {
+    /// `header:NAME`
+    Header(HeaderName),
+    /// `cookie:NAME`
+    Cookie(String),
+    /// `client_ip`: the peer address.
+    ClientIp,
+}
+
+/// `[route.budget]`: when the canary has spent its error budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetConfig {
+    pub window: Duration,
+    pub min_requests: u32,
+    /// 0.0..=1.0
+    pub max_error_rate: f64,
+    /// Canary rate above this multiple of the stable rate (with a floor) is a breach.
+    pub max_error_rate_vs_stable: Option<f64>,
+    pub max_p99_latency: Option<Duration>,
+    /// Upstream statuses counted as errors. Never empty.
+    pub error_statuses: Vec<StatusMatch>,
+}
+
+/// One entry of `error_statuses`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    /// `"5xx"`: the class digit 1..=5.
+    Class(u8),
+    /// `"503"` or `503`.
+    Exact(StatusCode),
+}
+
+/// `[route.rollout]`: progressive promotion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutConfig {
+    /// Strictly increasing, the last is 100 %.
+    pub steps: Vec<Weight>,
+    pub step_interval: Duration,
+}
+
+/// Why a file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} error(s) in {}", .errors.len(), path.display())]
+    Invalid { path: PathBuf, errors: Vec<Invalid> },
+}
+
+/// One problem in a config file, located precisely.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {key}: {message}")]
+pub struct Invalid {
+    pub file: String,
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+    /// Dotted path of the offending key, e.g. `route[0].canary_weight` (or `route."checkout".canary_weight`).
+    pub key: String,
+    pub message: String,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and validates `path`. Relative paths inside resolve against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        parse_str(&src, path).map_err(|errors| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            errors,
+        })
+    }
+
+    /// Things that are valid but probably not what an operator wants.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match &self.admin {
+            None => out.push(
+                "no [admin] section: no admin listener (no /metrics, no admin API)".to_string(),
+            ),
+            Some(admin) if admin.token.is_none() => out.push(
+                "[admin] has no token_file: mutating admin endpoints are disabled".to_string(),
+            ),
+            Some(_) => {}
+        }
+        if self.state.is_none() {
+            out.push(
+                "no [state] section: rollback and rollout decisions live in memory only and are lost on restart"
+                    .to_string(),
+            );
+        }
+        out
+    }
+}
+
+// === impl Weight ===
+
+impl Weight {
+    pub const ZERO: Weight = Weight(0);
+    pub const FULL: Weight = Weight(10_000);
+
+    /// `None` when above 10 000.
+    pub const fn from_basis_points(bp: u16) -> Option<Weight> {
+        if bp <= 10_000 {
+            Some(Weight(bp))
+        } else {
+            None
+        }
+    }
+
+    /// Percent with at most two decimals, 0..=100. `None` otherwise.
+    pub fn from_percent(percent: f64) -> Option<Weight> {
+        if !percent.is_finite() || !(0.0..=100.0).contains(&percent) {
+            return None;
+        }
+        let scaled = percent * 100.0;
+        let rounded = scaled.round();
+        if (scaled - rounded).abs() > 1e-6 {
+            return None;
+        }
+        Some(Weight(rounded as u16))
+    }
+
+    pub const fn basis_points(self) -> u16 {
+        self.0
+    }
+
+    pub fn percent(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+}
+
+impl fmt::Display for Weight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", self.percent())
+    }
+}
+
+// === impl Endpoint ===
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        write!(f, "{scheme}://{}", self.authority)
+    }
+}
+
+// === impl StatusMatch ===
+
+impl StatusMatch {
+    pub fn matches(self, status: StatusCode) -> bool {
+        match self {
+            StatusMatch::Class(class) => status.as_u16() / 100 == u16::from(class),
+            StatusMatch::Exact(code) => code == status,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_from_percent() {
+        assert_eq!(Weight::from_percent(10.0), Some(Weight(1000)));
+        assert_eq!(Weight::from_percent(0.5), Some(Weight(50)));
+        assert_eq!(Weight::from_percent(12.34), Some(Weight(1234)));
+        assert_eq!(Weight::from_percent(100.0), Some(Weight::FULL));
+        assert_eq!(Weight::from_percent(0.0), Some(Weight::ZERO));
+        assert_eq!(Weight::from_percent(12.345), None);
+        assert_eq!(Weight::from_percent(-1.0), None);
+        assert_eq!(Weight::from_percent(100.01), None);
+        assert_eq!(Weight::from_percent(f64::NAN), None);
+    }
+
+    #[test]
+    fn status_match() {
+        assert!(StatusMatch::Class(5).matches(StatusCode::BAD_GATEWAY));
+        assert!(!StatusMatch::Class(5).matches(StatusCode::NOT_FOUND));
+        assert!(StatusMatch::Exact(StatusCode::TOO_MANY_REQUESTS).matches(StatusCode::TOO_MANY_REQUESTS));
+    }
+}

@@ -1,0 +1,210 @@
+//! The serde mirror of the TOML file.
+//!
+//! Every struct denies unknown keys, so a typo is an error rather than a silently
+//! ignored setting. Every value a later check may reject is wrapped in `Spanned`, so
+//! `validate` can name its line and column. Values are kept loose here (durations,
+//! addresses, protocols and sticky sources are plain strings; numbers accept integers
+//! and floats): deserialization stops at the first error, while `validate` reports
+//! every problem at once, so the more that is checked there, the better the report.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    /// `[server]`; optional, every key has a default.
+    pub(super) server: Option<Spanned<RawServer>>,
+    /// `[admin]`; absent means no admin listener.
+    pub(super) admin: Option<Spanned<RawAdmin>>,
+    /// `[state]`; absent means decisions live in memory only.
+    pub(super) state: Option<Spanned<RawState>>,
+    /// `[notify]`; absent means no webhook.
+    pub(super) notify: Option<Spanned<RawNotify>>,
+    /// `[[route]]`; at least one is required (checked in `validate`).
+    pub(super) route: Option<Spanned<Vec<Spanned<RawRoute>>>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    /// `ip:port` of the downstream listener.
+    pub(super) listen: Option<Spanned<String>>,
+    /// Reserved for TLS termination; any value is rejected until it is supported.
+    pub(super) tls: Option<Spanned<toml::Value>>,
+    /// Humantime duration.
+    pub(super) connect_timeout: Option<Spanned<String>>,
+    /// Humantime duration.
+    pub(super) request_timeout: Option<Spanned<String>>,
+    /// Humantime duration.
+    pub(super) header_read_timeout: Option<Spanned<String>>,
+    /// Signed so a negative value gets a range message rather than a type error.
+    pub(super) max_header_bytes: Option<Spanned<i64>>,
+    /// Humantime duration; `0s` is allowed.
+    pub(super) drain_timeout: Option<Spanned<String>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    /// `ip:port` of the admin listener.
+    pub(super) listen: Option<Spanned<String>>,
+    /// Path of the bearer token file, relative to the config file's directory.
+    pub(super) token_file: Option<Spanned<String>>,
+}
+
+/// `[state]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawState {
+    /// Directory for persisted decisions, relative to the config file's directory.
+    pub(super) dir: Option<Spanned<String>>,
+}
+
+/// `[notify]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    /// `http://host[:port]/path` receiving decision events.
+    pub(super) webhook: Option<Spanned<String>>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) host: Option<Spanned<String>>,
+    pub(super) path_prefix: Option<Spanned<String>>,
+    pub(super) stable: Option<Spanned<RawStable>>,
+    pub(super) canary: Option<Spanned<RawCanary>>,
+    /// Percent.
+    pub(super) canary_weight: Option<Spanned<Number>>,
+    pub(super) sticky: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) salt: Option<Spanned<String>>,
+    pub(super) override_header: Option<Spanned<String>>,
+    pub(super) cohort: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) budget: Option<Spanned<RawBudget>>,
+    pub(super) rollout: Option<Spanned<RawRollout>>,
+}
+
+/// `stable = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStable {
+    pub(super) endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) protocol: Option<Spanned<String>>,
+}
+
+/// `canary = { ... }`: like `stable`, plus a version label.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCanary {
+    pub(super) endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) protocol: Option<Spanned<String>>,
+    pub(super) version: Option<Spanned<String>>,
+}
+
+/// `[route.budget]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBudget {
+    pub(super) window: Option<Spanned<String>>,
+    pub(super) min_requests: Option<Spanned<i64>>,
+    pub(super) max_error_rate: Option<Spanned<Number>>,
+    pub(super) max_error_rate_vs_stable: Option<Spanned<Number>>,
+    pub(super) max_p99_latency: Option<Spanned<String>>,
+    pub(super) error_statuses: Option<Spanned<Vec<Spanned<StatusEntry>>>>,
+}
+
+/// `[route.rollout]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRollout {
+    /// Percent.
+    pub(super) steps: Option<Spanned<Vec<Spanned<Number>>>>,
+    pub(super) step_interval: Option<Spanned<String>>,
+}
+
+/// A TOML integer or float, as `f64` (`10` and `10.0` mean the same weight).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Number(pub(super) f64);
+
+/// One `error_statuses` entry: `"5xx"`, `"503"` or `503`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum StatusEntry {
+    Text(String),
+    Code(i64),
+}
+
+// === impl Number ===
+
+impl<'de> Deserialize<'de> for Number {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NumberVisitor)
+    }
+}
+
+#[derive(Debug)]
+struct NumberVisitor;
+
+impl Visitor<'_> for NumberVisitor {
+    type Value = Number;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number")
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Number, E> {
+        Ok(Number(v as f64))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Number, E> {
+        Ok(Number(v as f64))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Number, E> {
+        Ok(Number(v))
+    }
+}
+
+// === impl StatusEntry ===
+
+impl<'de> Deserialize<'de> for StatusEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StatusEntryVisitor)
+    }
+}
+
+#[derive(Debug)]
+struct StatusEntryVisitor;
+
+impl Visitor<'_> for StatusEntryVisitor {
+    type Value = StatusEntry;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a status class like \"5xx\" or a status code like 503")
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusEntry, E> {
+        Ok(StatusEntry::Code(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusEntry, E> {
+        Ok(StatusEntry::Code(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusEntry, E> {
+        Ok(StatusEntry::Text(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<StatusEntry, E> {
+        Ok(StatusEntry::Text(v))
+    }
+}

@@ -1,0 +1,344 @@
+//! TOML text → `Config`, reporting every problem with file:line:column and key.
+//!
+//! Two stages. `toml` deserializes the text into the `raw` mirror; a syntax error, a
+//! wrong type or an unknown key stops it, and becomes a single `Invalid` (`syntax`
+//! derives the dotted key from the error's span). The mirror is then checked field by
+//! field: each check records its own `Invalid` and the walk goes on, so an operator
+//! sees every mistake in one `check` run instead of fixing them one at a time.
+//!
+//! Defaults live here, as consts, and are documented in `config/example.toml`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{RawAdmin, RawConfig, RawNotify, RawServer, RawState};
+use super::{AdminConfig, Config, Invalid, NotifyConfig, ServerConfig, StateConfig};
+
+mod fields;
+mod route;
+mod syntax;
+#[cfg(test)]
+mod tests;
+
+/// `[server] listen`.
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// `[admin] listen`, when `[admin]` is present without it.
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Below this a browser's cookies alone overflow; above it a client can pin memory.
+const MAX_HEADER_BYTES_RANGE: std::ops::RangeInclusive<i64> = 1024..=1024 * 1024;
+
+/// Collects every `Invalid` found while walking one file.
+#[derive(Debug)]
+struct Ctx<'a> {
+    src: &'a str,
+    /// The config path as given, for messages.
+    file: String,
+    /// The config file's directory: relative paths resolve against it.
+    base: PathBuf,
+    errors: Vec<Invalid>,
+}
+
+/// Parses and validates a config file's text.
+///
+/// `path` is where `src` was read from: it names the file in every `Invalid` and its
+/// directory anchors relative paths (`token_file`, `state.dir`). The admin token file
+/// is read here, so a missing token is reported with the rest of the config.
+pub fn parse_str(src: &str, path: &Path) -> Result<Config, Vec<Invalid>> {
+    let file = path.display().to_string();
+    let raw: RawConfig = match toml::from_str(src) {
+        Ok(raw) => raw,
+        Err(err) => return Err(vec![syntax::invalid(src, &file, &err)]),
+    };
+    let mut cx = Ctx {
+        src,
+        file,
+        base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        errors: Vec::new(),
+    };
+
+    let server = cx.server(raw.server.as_ref());
+    let admin = raw.admin.as_ref().map(|admin| cx.admin(admin));
+    let state = raw.state.as_ref().map(|state| cx.state(state));
+    let notify = raw.notify.as_ref().map(|notify| cx.notify(notify));
+    let routes = cx.routes(raw.route.as_ref());
+
+    if !cx.errors.is_empty() {
+        return Err(cx.errors);
+    }
+    // No error was recorded, so every section is `Some`; the `else` is unreachable in
+    // practice but keeps this free of panics.
+    let (Some(server), Some(admin), Some(state), Some(notify), Some(routes)) = (
+        server,
+        section(admin),
+        section(state),
+        section(notify),
+        routes,
+    ) else {
+        return Err(vec![cx.invalid(0..0, "", "internal error: invalid value without an error")]);
+    };
+    Ok(Config {
+        source: path.to_path_buf(),
+        server,
+        admin,
+        state,
+        notify,
+        routes,
+    })
+}
+
+// === impl Ctx ===
+
+impl Ctx<'_> {
+    fn invalid(&self, span: Range<usize>, key: &str, message: &str) -> Invalid {
+        let (line, column) = locate(self.src, span.start);
+        Invalid {
+            file: self.file.clone(),
+            line,
+            column,
+            key: key.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+
+    /// Records one problem with the value at `span`.
+    fn error(&mut self, span: Range<usize>, key: &str, message: impl AsRef<str>) {
+        let invalid = self.invalid(span, key, message.as_ref());
+        self.errors.push(invalid);
+    }
+
+    /// Records a required key missing from the table whose header is at `span`.
+    fn missing(&mut self, span: Range<usize>, key: &str) {
+        let name = key.rsplit('.').next().unwrap_or(key);
+        self.error(span, key, format!("missing required key `{name}`"));
+    }
+
+    fn server(&mut self, raw: Option<&Spanned<RawServer>>) -> Option<ServerConfig> {
+        let Some(raw) = raw.map(Spanned::get_ref) else {
+            return default_server();
+        };
+        if let Some(tls) = &raw.tls {
+            self.error(
+                tls.span(),
+                "server.tls",
+                "TLS termination is not supported by this build yet; remove `tls` and terminate TLS in front of the proxy",
+            );
+        }
+        let listen = match &raw.listen {
+            Some(listen) => self.socket_addr(listen, "server.listen"),
+            None => DEFAULT_LISTEN.parse().ok(),
+        };
+        let connect_timeout = self.duration_or(
+            raw.connect_timeout.as_ref(),
+            "server.connect_timeout",
+            DEFAULT_CONNECT_TIMEOUT,
+        );
+        let request_timeout = self.duration_or(
+            raw.request_timeout.as_ref(),
+            "server.request_timeout",
+            DEFAULT_REQUEST_TIMEOUT,
+        );
+        let header_read_timeout = self.duration_or(
+            raw.header_read_timeout.as_ref(),
+            "server.header_read_timeout",
+            DEFAULT_HEADER_READ_TIMEOUT,
+        );
+        let drain_timeout = match &raw.drain_timeout {
+            Some(value) => self.duration_allow_zero(value, "server.drain_timeout"),
+            None => Some(DEFAULT_DRAIN_TIMEOUT),
+        };
+        let max_header_bytes = match &raw.max_header_bytes {
+            Some(value) if MAX_HEADER_BYTES_RANGE.contains(value.get_ref()) => {
+                usize::try_from(*value.get_ref()).ok()
+            }
+            Some(value) => {
+                self.error(
+                    value.span(),
+                    "server.max_header_bytes",
+                    format!(
+                        "must be between {} and {} (bytes), got {}",
+                        MAX_HEADER_BYTES_RANGE.start(),
+                        MAX_HEADER_BYTES_RANGE.end(),
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+            None => Some(DEFAULT_MAX_HEADER_BYTES),
+        };
+        Some(ServerConfig {
+            listen: listen?,
+            connect_timeout: connect_timeout?,
+            request_timeout: request_timeout?,
+            header_read_timeout: header_read_timeout?,
+            max_header_bytes: max_header_bytes?,
+            drain_timeout: drain_timeout?,
+        })
+    }
+
+    fn admin(&mut self, raw: &Spanned<RawAdmin>) -> Option<AdminConfig> {
+        let admin = raw.get_ref();
+        let listen = match &admin.listen {
+            Some(listen) => self.socket_addr(listen, "admin.listen"),
+            None => DEFAULT_ADMIN_LISTEN.parse().ok(),
+        };
+        let (token, token_file) = match &admin.token_file {
+            Some(file) => {
+                let (token, path) = self.token(file)?;
+                (Some(token), Some(path))
+            }
+            None => (None, None),
+        };
+        Some(AdminConfig {
+            listen: listen?,
+            token,
+            token_file,
+        })
+    }
+
+    /// Reads the admin token: relative to the config's directory, trimmed, non-empty.
+    fn token(&mut self, file: &Spanned<String>) -> Option<(String, PathBuf)> {
+        let path = self.path(file, "admin.token_file")?;
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text.trim().is_empty() => {
+                let message = format!("token file is empty: {}", path.display());
+                self.error(file.span(), "admin.token_file", message);
+                None
+            }
+            Ok(text) => Some((text.trim().to_owned(), path)),
+            Err(err) => {
+                let message = format!("cannot read token file {}: {err}", path.display());
+                self.error(file.span(), "admin.token_file", message);
+                None
+            }
+        }
+    }
+
+    fn state(&mut self, raw: &Spanned<RawState>) -> Option<StateConfig> {
+        let Some(dir) = &raw.get_ref().dir else {
+            self.missing(raw.span(), "state.dir");
+            return None;
+        };
+        Some(StateConfig {
+            dir: self.path(dir, "state.dir")?,
+        })
+    }
+
+    fn notify(&mut self, raw: &Spanned<RawNotify>) -> Option<NotifyConfig> {
+        let Some(webhook) = &raw.get_ref().webhook else {
+            self.missing(raw.span(), "notify.webhook");
+            return None;
+        };
+        Some(NotifyConfig {
+            webhook: self.webhook(webhook)?,
+        })
+    }
+
+    /// Every `[[route]]`; at least one, names unique.
+    fn routes(
+        &mut self,
+        raw: Option<&Spanned<Vec<Spanned<super::raw::RawRoute>>>>,
+    ) -> Option<Vec<super::RouteConfig>> {
+        let Some(list) = raw.filter(|list| !list.get_ref().is_empty()) else {
+            let span = raw.map_or(0..0, Spanned::span);
+            self.error(
+                span,
+                "route",
+                "at least one [[route]] is required: nothing would be proxied",
+            );
+            return None;
+        };
+        // name -> line of its first definition
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut routes = Vec::with_capacity(list.get_ref().len());
+        let mut ok = true;
+        for (i, route) in list.get_ref().iter().enumerate() {
+            if let Some(name) = &route.get_ref().name {
+                let line = locate(self.src, name.span().start).0;
+                if let Some(first) = seen.get(name.get_ref().as_str()) {
+                    let message = format!(
+                        "duplicate route name `{}` (first defined at line {first})",
+                        name.get_ref()
+                    );
+                    self.error(name.span(), &format!("route[{i}].name"), message);
+                    ok = false;
+                } else {
+                    seen.insert(name.get_ref(), line);
+                }
+            }
+            match self.route(i, route) {
+                Some(route) => routes.push(route),
+                None => ok = false,
+            }
+        }
+        ok.then_some(routes)
+    }
+
+    /// Resolves a path value against the config file's directory.
+    fn path(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
+        let raw = value.get_ref();
+        if raw.trim().is_empty() {
+            self.error(value.span(), key, "must not be empty");
+            return None;
+        }
+        let path = Path::new(raw);
+        Some(if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        })
+    }
+
+    fn socket_addr(&mut self, value: &Spanned<String>, key: &str) -> Option<SocketAddr> {
+        match value.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                let message = format!(
+                    "`{}` is not a socket address: expected ip:port, e.g. 0.0.0.0:8080 or [::]:8080 (host names are not resolved)",
+                    value.get_ref()
+                );
+                self.error(value.span(), key, message);
+                None
+            }
+        }
+    }
+}
+
+/// An optional section's result: absent is fine (`Some(None)`), present but invalid
+/// is not (`None`).
+fn section<T>(checked: Option<Option<T>>) -> Option<Option<T>> {
+    checked.map_or(Some(None), |value| value.map(Some))
+}
+
+fn default_server() -> Option<ServerConfig> {
+    Some(ServerConfig {
+        listen: DEFAULT_LISTEN.parse().ok()?,
+        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+        drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+    })
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `src`.
+fn locate(src: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(src.len());
+    while !src.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &src[..offset];
+    let line_start = before.rfind('\n').map_or(0, |nl| nl + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}

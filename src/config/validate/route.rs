@@ -1,0 +1,354 @@
+//! One `[[route]]`: matching, upstreams, split, budget and rollout.
+
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::Ctx;
+use crate::config::raw::{RawBudget, RawRollout, RawRoute};
+use crate::config::{
+    BudgetConfig, RolloutConfig, RouteConfig, StatusMatch, StickySource, UpstreamConfig, Weight,
+};
+
+const DEFAULT_PATH_PREFIX: &str = "/";
+const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
+const DEFAULT_MIN_REQUESTS: u32 = 50;
+const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;
+const DEFAULT_ERROR_STATUSES: [StatusMatch; 1] = [StatusMatch::Class(5)];
+
+// === impl Ctx ===
+
+impl Ctx<'_> {
+    /// Route `i`. Duplicate names are checked by the caller, across routes.
+    pub(super) fn route(&mut self, i: usize, raw: &Spanned<RawRoute>) -> Option<RouteConfig> {
+        let at = format!("route[{i}]");
+        let header = raw.span();
+        let route = raw.get_ref();
+
+        let name = match &route.name {
+            Some(name) => self.route_name(name, &format!("{at}.name")),
+            None => {
+                self.missing(header.clone(), &format!("{at}.name"));
+                None
+            }
+        };
+        let host = match &route.host {
+            Some(host) => self.host(host, &format!("{at}.host")).map(Some),
+            None => Some(None),
+        };
+        let path_prefix = match &route.path_prefix {
+            Some(prefix) => self.path_prefix(prefix, &format!("{at}.path_prefix")),
+            None => Some(DEFAULT_PATH_PREFIX.to_owned()),
+        };
+
+        let stable = match &route.stable {
+            Some(stable) => {
+                let up = stable.get_ref();
+                let endpoints = self.endpoints(
+                    up.endpoints.as_ref(),
+                    stable.span(),
+                    &format!("{at}.stable.endpoints"),
+                );
+                let protocol = self.protocol(up.protocol.as_ref(), &format!("{at}.stable.protocol"));
+                endpoints.zip(protocol)
+            }
+            None => {
+                self.error(header.clone(), &format!("{at}.stable"), "missing required table `stable` (e.g. stable = { endpoints = [\"127.0.0.1:9001\"] })");
+                None
+            }
+        };
+        let (canary, canary_version) = match &route.canary {
+            Some(canary) => {
+                let up = canary.get_ref();
+                let endpoints = self.endpoints(
+                    up.endpoints.as_ref(),
+                    canary.span(),
+                    &format!("{at}.canary.endpoints"),
+                );
+                let protocol = self.protocol(up.protocol.as_ref(), &format!("{at}.canary.protocol"));
+                let version = match &up.version {
+                    Some(version) => self
+                        .non_empty(version, &format!("{at}.canary.version"))
+                        .map(Some),
+                    None => Some(None),
+                };
+                (endpoints.zip(protocol), version)
+            }
+            None => {
+                self.error(header.clone(), &format!("{at}.canary"), "missing required table `canary` (e.g. canary = { endpoints = [\"127.0.0.1:9002\"] })");
+                (None, None)
+            }
+        };
+
+        let canary_weight = match &route.canary_weight {
+            Some(weight) => self.weight(weight, &format!("{at}.canary_weight")),
+            None => Some(Weight::ZERO),
+        };
+        let sticky = self.sticky(route.sticky.as_ref(), &format!("{at}.sticky"));
+        let salt = match &route.salt {
+            Some(salt) => self.non_empty(salt, &format!("{at}.salt")).map(Some),
+            None => Some(None),
+        };
+        let override_header = match &route.override_header {
+            Some(header) => self
+                .header_name(header, &format!("{at}.override_header"))
+                .map(Some),
+            None => Some(None),
+        };
+        let cohort = self.cohort(route.cohort.as_ref(), &format!("{at}.cohort"));
+        let budget = match &route.budget {
+            Some(budget) => self.budget(budget.get_ref(), &format!("{at}.budget")),
+            None => Some(default_budget()),
+        };
+        let rollout = match &route.rollout {
+            Some(rollout) => self.rollout(rollout, &format!("{at}.rollout")).map(Some),
+            None => Some(None),
+        };
+
+        let name = name?;
+        let (stable_endpoints, stable_protocol) = stable?;
+        let (canary_endpoints, canary_protocol) = canary?;
+        Some(RouteConfig {
+            salt: salt?.unwrap_or_else(|| name.clone()),
+            name,
+            host: host?,
+            path_prefix: path_prefix?,
+            stable: UpstreamConfig {
+                endpoints: stable_endpoints,
+                protocol: stable_protocol,
+            },
+            canary: UpstreamConfig {
+                endpoints: canary_endpoints,
+                protocol: canary_protocol,
+            },
+            canary_version: canary_version?,
+            canary_weight: canary_weight?,
+            sticky: sticky?,
+            override_header: override_header?,
+            cohort: cohort?,
+            budget: budget?,
+            rollout: rollout?,
+        })
+    }
+
+    /// Non-empty, `[A-Za-z0-9_.-]` only: it appears in admin URLs and metric labels.
+    fn route_name(&mut self, value: &Spanned<String>, key: &str) -> Option<String> {
+        let name = value.get_ref();
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !valid {
+            let message = format!(
+                "invalid route name `{name}`: use a non-empty name of letters, digits, '_', '.' and '-' (it appears in admin URLs and metric labels)"
+            );
+            self.error(value.span(), key, message);
+            return None;
+        }
+        Some(name.clone())
+    }
+
+    fn path_prefix(&mut self, value: &Spanned<String>, key: &str) -> Option<String> {
+        let prefix = value.get_ref();
+        if !prefix.starts_with('/') {
+            self.error(value.span(), key, format!("`{prefix}` must start with '/'"));
+            return None;
+        }
+        if prefix.contains(['?', '#']) || prefix.chars().any(char::is_whitespace) {
+            let message = format!("`{prefix}` must be a plain path: no query, fragment or whitespace");
+            self.error(value.span(), key, message);
+            return None;
+        }
+        Some(prefix.clone())
+    }
+
+    fn non_empty(&mut self, value: &Spanned<String>, key: &str) -> Option<String> {
+        if value.get_ref().is_empty() {
+            self.error(value.span(), key, "must not be empty");
+            return None;
+        }
+        Some(value.get_ref().clone())
+    }
+
+    /// Defaults to `["client_ip"]`.
+    fn sticky(
+        &mut self,
+        value: Option<&Spanned<Vec<Spanned<String>>>>,
+        key: &str,
+    ) -> Option<Vec<StickySource>> {
+        let Some(list) = value else {
+            return Some(vec![StickySource::ClientIp]);
+        };
+        if list.get_ref().is_empty() {
+            self.error(list.span(), key, "must list at least one sticky source (e.g. [\"client_ip\"])");
+            return None;
+        }
+        let sources: Vec<_> = list
+            .get_ref()
+            .iter()
+            .enumerate()
+            .map(|(i, source)| self.sticky_source(source, &format!("{key}[{i}]")))
+            .collect();
+        sources.into_iter().collect()
+    }
+
+    fn cohort(
+        &mut self,
+        value: Option<&Spanned<Vec<Spanned<String>>>>,
+        key: &str,
+    ) -> Option<Vec<String>> {
+        let Some(list) = value else {
+            return Some(Vec::new());
+        };
+        let members: Vec<_> = list
+            .get_ref()
+            .iter()
+            .enumerate()
+            .map(|(i, member)| self.non_empty(member, &format!("{key}[{i}]")))
+            .collect();
+        members.into_iter().collect()
+    }
+
+    fn budget(&mut self, raw: &RawBudget, at: &str) -> Option<BudgetConfig> {
+        let window = self.duration_or(raw.window.as_ref(), &format!("{at}.window"), DEFAULT_WINDOW);
+        let min_requests = match &raw.min_requests {
+            Some(value) => {
+                let n = u32::try_from(*value.get_ref()).ok().filter(|n| *n >= 1);
+                if n.is_none() {
+                    let message = format!(
+                        "must be between 1 and {}, got {}",
+                        u32::MAX,
+                        value.get_ref()
+                    );
+                    self.error(value.span(), &format!("{at}.min_requests"), message);
+                }
+                n
+            }
+            None => Some(DEFAULT_MIN_REQUESTS),
+        };
+        let max_error_rate = match &raw.max_error_rate {
+            Some(value) => {
+                let rate = value.get_ref().0;
+                let ok = rate > 0.0 && rate <= 1.0;
+                if !ok {
+                    let message = format!("must be a fraction in (0, 1], e.g. 0.05 for 5 %, got {rate}");
+                    self.error(value.span(), &format!("{at}.max_error_rate"), message);
+                }
+                ok.then_some(rate)
+            }
+            None => Some(DEFAULT_MAX_ERROR_RATE),
+        };
+        let max_error_rate_vs_stable = match &raw.max_error_rate_vs_stable {
+            Some(value) => {
+                let ratio = value.get_ref().0;
+                let ok = ratio.is_finite() && ratio > 1.0;
+                if !ok {
+                    let message = format!("must be a finite multiple greater than 1.0 (e.g. 3.0), got {ratio}");
+                    self.error(value.span(), &format!("{at}.max_error_rate_vs_stable"), message);
+                }
+                ok.then_some(Some(ratio))
+            }
+            None => Some(None),
+        };
+        let max_p99_latency = match &raw.max_p99_latency {
+            Some(value) => self
+                .duration(value, &format!("{at}.max_p99_latency"))
+                .map(Some),
+            None => Some(None),
+        };
+        let error_statuses = match &raw.error_statuses {
+            Some(list) if list.get_ref().is_empty() => {
+                self.error(list.span(), &format!("{at}.error_statuses"), "must list at least one status (e.g. [\"5xx\"])");
+                None
+            }
+            Some(list) => {
+                let statuses: Vec<_> = list
+                    .get_ref()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, status)| self.status_match(status, &format!("{at}.error_statuses[{i}]")))
+                    .collect();
+                statuses.into_iter().collect()
+            }
+            None => Some(DEFAULT_ERROR_STATUSES.to_vec()),
+        };
+        Some(BudgetConfig {
+            window: window?,
+            min_requests: min_requests?,
+            max_error_rate: max_error_rate?,
+            max_error_rate_vs_stable: max_error_rate_vs_stable?,
+            max_p99_latency: max_p99_latency?,
+            error_statuses: error_statuses?,
+        })
+    }
+
+    fn rollout(&mut self, raw: &Spanned<RawRollout>, at: &str) -> Option<RolloutConfig> {
+        let rollout = raw.get_ref();
+        let steps_key = format!("{at}.steps");
+        let steps = match &rollout.steps {
+            Some(steps) => self.steps(steps, &steps_key),
+            None => {
+                self.missing(raw.span(), &steps_key);
+                None
+            }
+        };
+        let interval_key = format!("{at}.step_interval");
+        let step_interval = match &rollout.step_interval {
+            Some(interval) => self.duration(interval, &interval_key),
+            None => {
+                self.missing(raw.span(), &interval_key);
+                None
+            }
+        };
+        Some(RolloutConfig {
+            steps: steps?,
+            step_interval: step_interval?,
+        })
+    }
+
+    /// Non-empty, each in (0, 100], strictly increasing, ending at 100.
+    fn steps(&mut self, list: &Spanned<Vec<Spanned<crate::config::raw::Number>>>, key: &str) -> Option<Vec<Weight>> {
+        let Some(last) = list.get_ref().last() else {
+            self.error(list.span(), key, "must list at least one step, ending with 100");
+            return None;
+        };
+        let mut steps = Vec::with_capacity(list.get_ref().len());
+        let mut previous: Option<Weight> = None;
+        let mut ok = true;
+        for (i, step) in list.get_ref().iter().enumerate() {
+            let step_key = format!("{key}[{i}]");
+            let Some(weight) = self.weight(step, &step_key) else {
+                ok = false;
+                continue;
+            };
+            if weight == Weight::ZERO {
+                self.error(step.span(), &step_key, "a step must be greater than 0");
+                ok = false;
+            } else if let Some(prev) = previous.filter(|prev| weight <= *prev) {
+                let message = format!("steps must be strictly increasing: {weight} follows {prev}");
+                self.error(step.span(), &step_key, message);
+                ok = false;
+            }
+            previous = Some(weight);
+            steps.push(weight);
+        }
+        let last_weight = Weight::from_percent(last.get_ref().0);
+        if last_weight.is_some_and(|w| w != Weight::FULL) {
+            let message = "the last step must be 100 (the rollout ends with the canary taking all traffic)";
+            self.error(last.span(), &format!("{key}[{}]", list.get_ref().len() - 1), message);
+            ok = false;
+        }
+        ok.then_some(steps)
+    }
+}
+
+fn default_budget() -> BudgetConfig {
+    BudgetConfig {
+        window: DEFAULT_WINDOW,
+        min_requests: DEFAULT_MIN_REQUESTS,
+        max_error_rate: DEFAULT_MAX_ERROR_RATE,
+        max_error_rate_vs_stable: None,
+        max_p99_latency: None,
+        error_statuses: DEFAULT_ERROR_STATUSES.to_vec(),
+    }
+}

@@ -1,0 +1,145 @@
+//! The `canary-proxy` binary: command line, logging, then `app`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use canary_proxy::app::{shutdown_signal, App};
+use canary_proxy::config::{Config, ConfigError};
+
+/// A reverse proxy that splits traffic between a stable and a canary upstream and
+/// rolls the canary back by itself.
+#[derive(Debug, Parser)]
+#[command(name = "canary-proxy", version, about)]
+struct Cli {
+    /// Config file (TOML). `canary-proxy -c FILE` alone means `run`.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log line format on stderr. The level comes from RUST_LOG (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve until SIGTERM/SIGINT, then drain.
+    Run,
+    /// Validate a config file and print a summary of its routes.
+    Check,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let Some(path) = cli.config else {
+        eprintln!("error: a config file is required: canary-proxy run -c FILE (see --help)");
+        return ExitCode::from(2);
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => check(&path),
+        Command::Run => run(&path),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|err| {
+        match &err {
+            ConfigError::Read { .. } => eprintln!("error: {err}"),
+            ConfigError::Invalid { errors, .. } => {
+                for invalid in errors {
+                    eprintln!("error: {invalid}");
+                }
+                eprintln!("{err}");
+            }
+        }
+        ExitCode::from(1)
+    })
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    println!(
+        "{}: ok, listen {}, {} route(s)",
+        path.display(),
+        config.server.listen,
+        config.routes.len()
+    );
+    for route in &config.routes {
+        println!(
+            "  route {:<16} host={:<24} prefix={:<12} stable={} canary={}{} weight={}",
+            route.name,
+            route.host.as_deref().unwrap_or("*"),
+            route.path_prefix,
+            route.stable.endpoints.len(),
+            route.canary.endpoints.len(),
+            route
+                .canary_version
+                .as_deref()
+                .map(|v| format!(" ({v})"))
+                .unwrap_or_default(),
+            route.canary_weight,
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let app = match App::bind(config).await {
+            Ok(app) => app,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot start");
+                return ExitCode::from(1);
+            }
+        };
+        if let Ok(addr) = app.local_addr() {
+            tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "canary-proxy listening");
+        }
+        app.serve(shutdown_signal()).await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}

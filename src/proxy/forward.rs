@@ -1,0 +1,468 @@
+//! One request through the proxy: check the head, find the route, pick the side,
+//! rewrite the head for the upstream, send it, stream the answer back.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, FORWARDED, HOST, TE,
+    TRANSFER_ENCODING, UPGRADE,
+};
+use http::{Extensions, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use crate::config::Protocol;
+use crate::error::ProxyError;
+use crate::proxy::body::ProxyBody;
+use crate::proxy::rescue::rescue;
+use crate::routing::{Route, Snapshot};
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Longest `x-request-id` we pass through; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// What the proxy knows about the downstream connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Serves one request against `snapshot`. Never fails: errors become proxy-made
+/// responses (via `rescue`), and every response carries `x-request-id`.
+pub async fn proxy(
+    snapshot: Arc<Snapshot>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let request_id = request_id(req.headers());
+    let downstream_h1 = req.version() < Version::HTTP_2;
+    let result = match check_head(&req, snapshot.server().max_header_bytes) {
+        Err(err) => Err((err, None)),
+        Ok(host) => match snapshot.find(host, req.uri().path()) {
+            None => Err((ProxyError::NoRoute, None)),
+            Some(route) => forward(&snapshot, route, conn, req, &request_id)
+                .await
+                .map_err(|err| (err, Some(&*route.name))),
+        },
+    };
+    match result {
+        Ok(mut response) => {
+            response.headers_mut().insert(X_REQUEST_ID, request_id);
+            response
+        }
+        Err((err, route)) => {
+            let close = downstream_h1
+                && matches!(err, ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. });
+            let mut response = rescue(&err, route, &request_id);
+            if close {
+                // The connection's framing cannot be trusted after a malformed head.
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
+    }
+}
+
+async fn forward(
+    snapshot: &Snapshot,
+    route: &Route,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+    request_id: &HeaderValue,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (side, _reason) = route.decide(req.headers(), conn.peer.ip());
+    let upstream = route.upstream(side);
+    let target = upstream.pick().ok_or(ProxyError::NoEndpoint)?;
+
+    let (mut parts, body) = req.into_parts();
+    let wants_upgrade = parts.version == Version::HTTP_11 && is_upgrade_request(&parts.headers);
+    let downstream_upgrade = if wants_upgrade {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
+    if !parts.headers.contains_key(HOST) {
+        // HTTP/2 carries the host in :authority; an HTTP/1.1 upstream needs Host.
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(HOST, value);
+            }
+        }
+    }
+    strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
+    parts.headers.remove(EXPECT);
+    append_forwarded(&mut parts.headers, conn);
+    parts.headers.insert(X_REQUEST_ID, request_id.clone());
+    parts.uri = target
+        .uri(parts.uri.path_and_query())
+        .map_err(|e| ProxyError::Internal(e.into()))?;
+    parts.version = match upstream.protocol() {
+        Protocol::Http1 => Version::HTTP_11,
+        Protocol::Http2 => Version::HTTP_2,
+    };
+    parts.extensions = Extensions::new();
+
+    let request_timeout = snapshot.server().request_timeout;
+    let sent = tokio::time::timeout(
+        request_timeout,
+        upstream.send(Request::from_parts(parts, body)),
+    )
+    .await;
+    let mut response = match sent {
+        Err(_elapsed) => return Err(ProxyError::Timeout(request_timeout)),
+        Ok(Err(err)) => return Err(ProxyError::from_client(err)),
+        Ok(Ok(response)) => response,
+    };
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(downstream) = downstream_upgrade else {
+            return Err(ProxyError::Protocol(
+                "upstream switched protocols without being asked".into(),
+            ));
+        };
+        let upstream_io = hyper::upgrade::on(&mut response);
+        tokio::spawn(tunnel(downstream, upstream_io));
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, ProxyBody::empty()));
+    }
+
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
+}
+
+/// Splices an upgraded (e.g. WebSocket) connection to the upstream's until either
+/// side closes.
+async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
+    let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(err) => {
+            tracing::debug!(error = %err, "upgrade failed");
+            return;
+        }
+    };
+    let mut downstream = TokioIo::new(downstream);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(err) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+        tracing::debug!(error = %err, "upgraded connection ended with an error");
+    }
+}
+
+/// Rejects heads that hyper lets through but a proxy must not forward, and returns
+/// the host to route on.
+fn check_head<B>(req: &Request<B>, limit: usize) -> Result<Option<&str>, ProxyError> {
+    let headers = req.headers();
+    let mut hosts = headers.get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    if req.version() == Version::HTTP_11 && host.is_none() {
+        return Err(ProxyError::BadRequest("HTTP/1.1 request without a Host header"));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+        // Request smuggling: two framings, and hyper would pick one silently.
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let mut size = req.method().as_str().len() + req.uri().to_string_len_hint() + 12;
+    for (name, value) in headers {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    if size > limit {
+        return Err(ProxyError::HeadTooLarge { limit });
+    }
+    let host = match req.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => host.and_then(|h| h.to_str().ok()),
+    };
+    Ok(host)
+}
+
+trait UriLen {
+    fn to_string_len_hint(&self) -> usize;
+}
+
+impl UriLen for http::Uri {
+    fn to_string_len_hint(&self) -> usize {
+        self.authority().map_or(0, |a| a.as_str().len())
+            + self.path_and_query().map_or(1, |pq| pq.as_str().len())
+    }
+}
+
+/// `Connection: upgrade` plus an `Upgrade` other than `h2c` (which hyper ignores and
+/// we strip).
+fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    let Some(upgrade) = headers.get(UPGRADE) else {
+        return false;
+    };
+    if upgrade.as_bytes().eq_ignore_ascii_case(b"h2c") {
+        return false;
+    }
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+}
+
+/// Removes hop-by-hop headers: the fixed list (RFC 9110 §7.6.1) and every header named
+/// in `Connection`. `TE: trailers` is end-to-end in practice (gRPC) and kept.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(CONNECTION) {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(CONNECTION) {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.is_empty()
+                    || token.eq_ignore_ascii_case(b"close")
+                    || token.eq_ignore_ascii_case(b"keep-alive")
+                    || token.eq_ignore_ascii_case(b"upgrade")
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token) {
+                    if name != X_REQUEST_ID && name != HOST {
+                        named.push(name);
+                    }
+                }
+            }
+        }
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+    headers.remove(TRANSFER_ENCODING);
+    headers.remove(HTTP2_SETTINGS);
+    if let Some(te) = headers.get(TE) {
+        if !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers") {
+            headers.remove(TE);
+        }
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Appends the peer to `x-forwarded-for` and `forwarded`; sets `x-forwarded-proto`
+/// unless a proxy in front already set it.
+fn append_forwarded(headers: &mut HeaderMap, conn: ConnInfo) {
+    let ip = conn.peer.ip();
+    let proto = if conn.tls { "https" } else { "http" };
+
+    let mut xff = join_values(headers, &X_FORWARDED_FOR);
+    if !xff.is_empty() {
+        xff.push_str(", ");
+    }
+    let _ = write!(xff, "{ip}");
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+
+    let mut fwd = join_values(headers, &FORWARDED);
+    if !fwd.is_empty() {
+        fwd.push_str(", ");
+    }
+    match ip {
+        IpAddr::V4(v4) => {
+            let _ = write!(fwd, "for={v4};proto={proto}");
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(fwd, "for=\"[{v6}]\";proto={proto}");
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&fwd) {
+        headers.insert(FORWARDED, value);
+    }
+
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+}
+
+/// All values of `name` joined with ", " (header lines are equivalent to a list).
+fn join_values(headers: &HeaderMap, name: &HeaderName) -> String {
+    let mut out = String::new();
+    for value in headers.get_all(name) {
+        if let Ok(value) = value.to_str() {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(value);
+        }
+    }
+    out
+}
+
+/// The client's `x-request-id` when it is sane, else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(X_REQUEST_ID) {
+        Some(id) if !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN => id.clone(),
+        _ => new_request_id(),
+    }
+}
+
+/// `PPPPPPPP-NNNNNNNNNNNNNNNN`: a per-process random prefix and a counter, in hex.
+/// Unique per process run, cheap, and sortable within a process.
+fn new_request_id() -> HeaderValue {
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = format!("{}-{nanos}", std::process::id());
+        xxhash_rust::xxh3::xxh3_64(seed.as_bytes()) as u32
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 25];
+    for i in 0..8 {
+        buf[i] = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    buf[8] = b'-';
+    for i in 0..16 {
+        buf[9 + i] = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_and_well_formed() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 25);
+        assert_eq!(a.as_bytes()[8], b'-');
+    }
+
+    #[test]
+    fn client_request_id_is_kept_unless_absurd() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_REQUEST_ID, HeaderValue::from_static("abc"));
+        assert_eq!(request_id(&headers), "abc");
+        headers.insert(X_REQUEST_ID, HeaderValue::from_str(&"x".repeat(200)).unwrap());
+        assert_eq!(request_id(&headers).len(), 25);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret, Upgrade"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        headers.insert(UPGRADE, HeaderValue::from_static("h2c"));
+        headers.insert(HTTP2_SETTINGS, HeaderValue::from_static("AAMAAABkAAQAAP__"));
+        headers.insert(TE, HeaderValue::from_static("gzip"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("x-kept"));
+
+        let mut headers = HeaderMap::new();
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut headers, false);
+        assert!(headers.contains_key(TE));
+    }
+
+    #[test]
+    fn upgrade_is_kept_for_websocket() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade_request(&headers));
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers[UPGRADE], "websocket");
+        assert_eq!(headers[CONNECTION], "upgrade");
+
+        let mut h2c = HeaderMap::new();
+        h2c.insert(CONNECTION, HeaderValue::from_static("Upgrade, HTTP2-Settings"));
+        h2c.insert(UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!is_upgrade_request(&h2c));
+    }
+
+    #[test]
+    fn forwarded_headers_are_appended() {
+        let conn = ConnInfo {
+            peer: "10.1.2.3:5555".parse().unwrap(),
+            tls: false,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.1"));
+        append_forwarded(&mut headers, conn);
+        assert_eq!(headers[X_FORWARDED_FOR], "192.0.2.1, 10.1.2.3");
+        assert_eq!(headers[FORWARDED], "for=10.1.2.3;proto=http");
+        assert_eq!(headers[X_FORWARDED_PROTO], "http");
+
+        let conn = ConnInfo {
+            peer: "[2001:db8::1]:5555".parse().unwrap(),
+            tls: true,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(FORWARDED, HeaderValue::from_static("for=192.0.2.1"));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        append_forwarded(&mut headers, conn);
+        assert_eq!(headers[FORWARDED], "for=192.0.2.1, for=\"[2001:db8::1]\";proto=https");
+        assert_eq!(headers[X_FORWARDED_FOR], "2001:db8::1");
+    }
+
+    #[test]
+    fn head_checks() {
+        let ok = Request::get("/x").header(HOST, "a").body(()).unwrap();
+        assert_eq!(check_head(&ok, 1024).unwrap(), Some("a"));
+
+        let no_host = Request::get("/x").body(()).unwrap();
+        assert!(matches!(check_head(&no_host, 1024), Err(ProxyError::BadRequest(_))));
+
+        let two_hosts = Request::get("/x")
+            .header(HOST, "a")
+            .header(HOST, "b")
+            .body(())
+            .unwrap();
+        assert!(matches!(check_head(&two_hosts, 1024), Err(ProxyError::BadRequest(_))));
+
+        let smuggle = Request::post("/x")
+            .header(HOST, "a")
+            .header(CONTENT_LENGTH, "3")
+            .header(TRANSFER_ENCODING, "chunked")
+            .body(())
+            .unwrap();
+        assert!(matches!(check_head(&smuggle, 1024), Err(ProxyError::BadRequest(_))));
+
+        let big = Request::get("/x")
+            .header(HOST, "a")
+            .header("x-big", "y".repeat(2000))
+            .body(())
+            .unwrap();
+        assert!(matches!(check_head(&big, 1024), Err(ProxyError::HeadTooLarge { .. })));
+
+        let h2 = Request::get("http://b.example/x")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap();
+        assert_eq!(check_head(&h2, 1024).unwrap(), Some("b.example"));
+    }
+}
