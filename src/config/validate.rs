@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawAdmin, RawConfig, RawNotify, RawServer, RawState};
-use super::{AdminConfig, Config, Invalid, NotifyConfig, ServerConfig, StateConfig};
+use super::raw::{RawAdmin, RawConfig, RawNotify, RawRoute, RawServer, RawState};
+use super::{AdminConfig, Config, Invalid, NotifyConfig, RouteConfig, ServerConfig, StateConfig};
 
 mod fields;
 mod route;
@@ -34,7 +34,8 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
-/// Below this a browser's cookies alone overflow; above it a client can pin memory.
+/// Under 1 KiB ordinary requests (a few cookies) get 431; over 1 MiB every connection
+/// may buffer that much before the proxy can reject it.
 const MAX_HEADER_BYTES_RANGE: std::ops::RangeInclusive<i64> = 1024..=1024 * 1024;
 
 /// Collects every `Invalid` found while walking one file.
@@ -67,7 +68,11 @@ pub fn parse_str(src: &str, path: &Path) -> Result<Config, Vec<Invalid>> {
     };
 
     let server = cx.server(raw.server.as_ref());
-    let admin = raw.admin.as_ref().map(|admin| cx.admin(admin));
+    let server_listen = server.as_ref().map(|server| server.listen);
+    let admin = raw
+        .admin
+        .as_ref()
+        .map(|admin| cx.admin(admin, server_listen));
     let state = raw.state.as_ref().map(|state| cx.state(state));
     let notify = raw.notify.as_ref().map(|notify| cx.notify(notify));
     let routes = cx.routes(raw.route.as_ref());
@@ -84,7 +89,11 @@ pub fn parse_str(src: &str, path: &Path) -> Result<Config, Vec<Invalid>> {
         section(notify),
         routes,
     ) else {
-        return Err(vec![cx.invalid(0..0, "", "internal error: invalid value without an error")]);
+        return Err(vec![cx.invalid(
+            0..0,
+            "",
+            "internal error: invalid value without an error",
+        )]);
     };
     Ok(Config {
         source: path.to_path_buf(),
@@ -185,12 +194,23 @@ impl Ctx<'_> {
         })
     }
 
-    fn admin(&mut self, raw: &Spanned<RawAdmin>) -> Option<AdminConfig> {
+    /// `server_listen`: the data listener, which the admin listener must not reuse.
+    fn admin(
+        &mut self,
+        raw: &Spanned<RawAdmin>,
+        server_listen: Option<SocketAddr>,
+    ) -> Option<AdminConfig> {
         let admin = raw.get_ref();
         let listen = match &admin.listen {
             Some(listen) => self.socket_addr(listen, "admin.listen"),
             None => DEFAULT_ADMIN_LISTEN.parse().ok(),
         };
+        let clash = listen.filter(|addr| addr.port() != 0 && Some(*addr) == server_listen);
+        if let Some(addr) = clash {
+            let span = admin.listen.as_ref().map_or(raw.span(), Spanned::span);
+            let message = format!("{addr} is already server.listen: use another port");
+            self.error(span, "admin.listen", message);
+        }
         let (token, token_file) = match &admin.token_file {
             Some(file) => {
                 let (token, path) = self.token(file)?;
@@ -246,8 +266,8 @@ impl Ctx<'_> {
     /// Every `[[route]]`; at least one, names unique.
     fn routes(
         &mut self,
-        raw: Option<&Spanned<Vec<Spanned<super::raw::RawRoute>>>>,
-    ) -> Option<Vec<super::RouteConfig>> {
+        raw: Option<&Spanned<Vec<Spanned<RawRoute>>>>,
+    ) -> Option<Vec<RouteConfig>> {
         let Some(list) = raw.filter(|list| !list.get_ref().is_empty()) else {
             let span = raw.map_or(0..0, Spanned::span);
             self.error(
@@ -276,11 +296,42 @@ impl Ctx<'_> {
                 }
             }
             match self.route(i, route) {
-                Some(route) => routes.push(route),
+                Some(checked) => {
+                    self.unreachable_route(i, route, &checked, &routes);
+                    routes.push(checked);
+                }
                 None => ok = false,
             }
         }
         ok.then_some(routes)
+    }
+
+    /// A route with the same host and path prefix as an earlier one would never match.
+    fn unreachable_route(
+        &mut self,
+        i: usize,
+        raw: &Spanned<RawRoute>,
+        route: &RouteConfig,
+        earlier: &[RouteConfig],
+    ) {
+        let Some(first) = earlier
+            .iter()
+            .find(|e| e.host == route.host && e.path_prefix == route.path_prefix)
+        else {
+            return;
+        };
+        let raw = raw.get_ref();
+        let span = raw
+            .path_prefix
+            .as_ref()
+            .or(raw.host.as_ref())
+            .or(raw.name.as_ref())
+            .map_or(0..0, Spanned::span);
+        let message = format!(
+            "route `{}` has the same host and path_prefix as route `{}`, so it would never match",
+            route.name, first.name
+        );
+        self.error(span, &format!("route[{i}].path_prefix"), message);
     }
 
     /// Resolves a path value against the config file's directory.

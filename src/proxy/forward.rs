@@ -174,7 +174,9 @@ fn check_head<B>(req: &Request<B>, limit: usize) -> Result<Option<&str>, ProxyEr
         return Err(ProxyError::BadRequest("HTTP/1.1 request without a Host header"));
     }
     if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
-        // Request smuggling: two framings, and hyper would pick one silently.
+        // Request smuggling: two framings. hyper's HTTP/1.1 parser already drops
+        // Content-Length in this case and closes after the response (RFC 9112 §6.3);
+        // this catches any other path that would hand us both.
         return Err(ProxyError::BadRequest(
             "both Content-Length and Transfer-Encoding",
         ));

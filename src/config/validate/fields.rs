@@ -72,7 +72,11 @@ impl Ctx<'_> {
     }
 
     /// `http1` (or `http/1.1`) or `h2`; HTTP/1.1 when absent.
-    pub(super) fn protocol(&mut self, value: Option<&Spanned<String>>, key: &str) -> Option<Protocol> {
+    pub(super) fn protocol(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        key: &str,
+    ) -> Option<Protocol> {
         let Some(value) = value else {
             return Some(Protocol::Http1);
         };
@@ -98,11 +102,19 @@ impl Ctx<'_> {
         key: &str,
     ) -> Option<Vec<Endpoint>> {
         let Some(list) = value else {
-            self.error(table, key, "missing required key `endpoints`: an upstream needs at least one endpoint");
+            self.error(
+                table,
+                key,
+                "missing required key `endpoints`: an upstream needs at least one endpoint",
+            );
             return None;
         };
         if list.get_ref().is_empty() {
-            self.error(list.span(), key, "must list at least one endpoint (host:port)");
+            self.error(
+                list.span(),
+                key,
+                "must list at least one endpoint (host:port)",
+            );
             return None;
         }
         let mut endpoints: Vec<Endpoint> = Vec::with_capacity(list.get_ref().len());
@@ -139,9 +151,8 @@ impl Ctx<'_> {
                 return None;
             }
             Some((scheme, _)) => {
-                let message = format!(
-                    "unsupported scheme `{scheme}`: write host:port or http://host:port"
-                );
+                let message =
+                    format!("unsupported scheme `{scheme}`: write host:port or http://host:port");
                 self.error(value.span(), key, message);
                 return None;
             }
@@ -161,19 +172,28 @@ impl Ctx<'_> {
         let authority = match rest.parse::<Authority>() {
             Ok(authority) if !authority.host().is_empty() => authority,
             _ => {
-                let message = format!("`{raw}` is not a valid endpoint: write host:port or http://host:port");
+                let message =
+                    format!("`{raw}` is not a valid endpoint: write host:port or http://host:port");
                 self.error(value.span(), key, message);
                 return None;
             }
         };
+        // After an IPv6 literal's `]`, a `:` can only introduce a port.
+        let has_port = authority
+            .as_str()
+            .rsplit(']')
+            .next()
+            .is_some_and(|tail| tail.contains(':'));
         match authority.port_u16() {
             Some(port) if port != 0 => Some(Endpoint { scheme, authority }),
-            Some(_) => {
-                self.error(value.span(), key, format!("`{raw}`: port must not be 0"));
+            _ if has_port => {
+                let message = format!("`{raw}`: the port must be between 1 and 65535");
+                self.error(value.span(), key, message);
                 None
             }
-            None => {
-                let message = format!("`{raw}`: the port is required (host:port, e.g. 127.0.0.1:9001)");
+            _ => {
+                let message =
+                    format!("`{raw}`: the port is required (host:port, e.g. 127.0.0.1:9001)");
                 self.error(value.span(), key, message);
                 None
             }
@@ -281,13 +301,20 @@ impl Ctx<'_> {
     pub(super) fn webhook(&mut self, value: &Spanned<String>) -> Option<http::Uri> {
         const KEY: &str = "notify.webhook";
         let uri = value.get_ref().parse::<http::Uri>().ok();
-        let scheme = uri.as_ref().and_then(|uri| uri.scheme_str()).map(str::to_ascii_lowercase);
+        let scheme = uri
+            .as_ref()
+            .and_then(|uri| uri.scheme_str())
+            .map(str::to_ascii_lowercase);
         match (uri, scheme.as_deref()) {
             (Some(uri), Some("http")) if uri.authority().is_some_and(|a| !a.host().is_empty()) => {
                 Some(uri)
             }
             (_, Some("https")) => {
-                self.error(value.span(), KEY, "https webhooks are not supported yet; use http://");
+                self.error(
+                    value.span(),
+                    KEY,
+                    "https webhooks are not supported yet; use http://",
+                );
                 None
             }
             _ => {
@@ -303,7 +330,9 @@ impl Ctx<'_> {
 }
 
 fn status_code(code: i64) -> Option<StatusMatch> {
-    let code = u16::try_from(code).ok().filter(|c| (100..=599).contains(c))?;
+    let code = u16::try_from(code)
+        .ok()
+        .filter(|c| (100..=599).contains(c))?;
     StatusCode::from_u16(code).ok().map(StatusMatch::Exact)
 }
 
@@ -316,7 +345,9 @@ fn is_hostname(host: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
 }
 

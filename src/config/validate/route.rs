@@ -5,7 +5,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::Ctx;
-use crate::config::raw::{RawBudget, RawRollout, RawRoute};
+use crate::config::raw::{Number, RawBudget, RawRollout, RawRoute};
 use crate::config::{
     BudgetConfig, RolloutConfig, RouteConfig, StatusMatch, StickySource, UpstreamConfig, Weight,
 };
@@ -49,7 +49,8 @@ impl Ctx<'_> {
                     stable.span(),
                     &format!("{at}.stable.endpoints"),
                 );
-                let protocol = self.protocol(up.protocol.as_ref(), &format!("{at}.stable.protocol"));
+                let protocol =
+                    self.protocol(up.protocol.as_ref(), &format!("{at}.stable.protocol"));
                 endpoints.zip(protocol)
             }
             None => {
@@ -65,7 +66,8 @@ impl Ctx<'_> {
                     canary.span(),
                     &format!("{at}.canary.endpoints"),
                 );
-                let protocol = self.protocol(up.protocol.as_ref(), &format!("{at}.canary.protocol"));
+                let protocol =
+                    self.protocol(up.protocol.as_ref(), &format!("{at}.canary.protocol"));
                 let version = match &up.version {
                     Some(version) => self
                         .non_empty(version, &format!("{at}.canary.version"))
@@ -75,7 +77,7 @@ impl Ctx<'_> {
                 (endpoints.zip(protocol), version)
             }
             None => {
-                self.error(header.clone(), &format!("{at}.canary"), "missing required table `canary` (e.g. canary = { endpoints = [\"127.0.0.1:9002\"] })");
+                self.error(header, &format!("{at}.canary"), "missing required table `canary` (e.g. canary = { endpoints = [\"127.0.0.1:9002\"] })");
                 (None, None)
             }
         };
@@ -155,7 +157,8 @@ impl Ctx<'_> {
             return None;
         }
         if prefix.contains(['?', '#']) || prefix.chars().any(char::is_whitespace) {
-            let message = format!("`{prefix}` must be a plain path: no query, fragment or whitespace");
+            let message =
+                format!("`{prefix}` must be a plain path: no query, fragment or whitespace");
             self.error(value.span(), key, message);
             return None;
         }
@@ -180,7 +183,11 @@ impl Ctx<'_> {
             return Some(vec![StickySource::ClientIp]);
         };
         if list.get_ref().is_empty() {
-            self.error(list.span(), key, "must list at least one sticky source (e.g. [\"client_ip\"])");
+            self.error(
+                list.span(),
+                key,
+                "must list at least one sticky source (e.g. [\"client_ip\"])",
+            );
             return None;
         }
         let sources: Vec<_> = list
@@ -231,7 +238,8 @@ impl Ctx<'_> {
                 let rate = value.get_ref().0;
                 let ok = rate > 0.0 && rate <= 1.0;
                 if !ok {
-                    let message = format!("must be a fraction in (0, 1], e.g. 0.05 for 5 %, got {rate}");
+                    let message =
+                        format!("must be a fraction in (0, 1], e.g. 0.05 for 5 %, got {rate}");
                     self.error(value.span(), &format!("{at}.max_error_rate"), message);
                 }
                 ok.then_some(rate)
@@ -243,8 +251,14 @@ impl Ctx<'_> {
                 let ratio = value.get_ref().0;
                 let ok = ratio.is_finite() && ratio > 1.0;
                 if !ok {
-                    let message = format!("must be a finite multiple greater than 1.0 (e.g. 3.0), got {ratio}");
-                    self.error(value.span(), &format!("{at}.max_error_rate_vs_stable"), message);
+                    let message = format!(
+                        "must be a finite multiple greater than 1.0 (e.g. 3.0), got {ratio}"
+                    );
+                    self.error(
+                        value.span(),
+                        &format!("{at}.max_error_rate_vs_stable"),
+                        message,
+                    );
                 }
                 ok.then_some(Some(ratio))
             }
@@ -258,7 +272,11 @@ impl Ctx<'_> {
         };
         let error_statuses = match &raw.error_statuses {
             Some(list) if list.get_ref().is_empty() => {
-                self.error(list.span(), &format!("{at}.error_statuses"), "must list at least one status (e.g. [\"5xx\"])");
+                self.error(
+                    list.span(),
+                    &format!("{at}.error_statuses"),
+                    "must list at least one status (e.g. [\"5xx\"])",
+                );
                 None
             }
             Some(list) => {
@@ -266,7 +284,9 @@ impl Ctx<'_> {
                     .get_ref()
                     .iter()
                     .enumerate()
-                    .map(|(i, status)| self.status_match(status, &format!("{at}.error_statuses[{i}]")))
+                    .map(|(i, status)| {
+                        self.status_match(status, &format!("{at}.error_statuses[{i}]"))
+                    })
                     .collect();
                 statuses.into_iter().collect()
             }
@@ -307,9 +327,13 @@ impl Ctx<'_> {
     }
 
     /// Non-empty, each in (0, 100], strictly increasing, ending at 100.
-    fn steps(&mut self, list: &Spanned<Vec<Spanned<crate::config::raw::Number>>>, key: &str) -> Option<Vec<Weight>> {
+    fn steps(&mut self, list: &Spanned<Vec<Spanned<Number>>>, key: &str) -> Option<Vec<Weight>> {
         let Some(last) = list.get_ref().last() else {
-            self.error(list.span(), key, "must list at least one step, ending with 100");
+            self.error(
+                list.span(),
+                key,
+                "must list at least one step, ending with 100",
+            );
             return None;
         };
         let mut steps = Vec::with_capacity(list.get_ref().len());
@@ -334,8 +358,13 @@ impl Ctx<'_> {
         }
         let last_weight = Weight::from_percent(last.get_ref().0);
         if last_weight.is_some_and(|w| w != Weight::FULL) {
-            let message = "the last step must be 100 (the rollout ends with the canary taking all traffic)";
-            self.error(last.span(), &format!("{key}[{}]", list.get_ref().len() - 1), message);
+            let message =
+                "the last step must be 100 (the rollout ends with the canary taking all traffic)";
+            self.error(
+                last.span(),
+                &format!("{key}[{}]", list.get_ref().len() - 1),
+                message,
+            );
             ok = false;
         }
         ok.then_some(steps)

@@ -1,0 +1,148 @@
+//! Rejections of toml-level errors and of `[server]`, `[admin]`, `[state]`, `[notify]`.
+
+use super::*;
+
+// --- toml-level errors (deserialization stops at the first) ---
+
+#[test]
+fn rejects_unknown_key() {
+    let src = format!("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n{ROUTE}");
+    let error = rejects(&src, "server.bogus", 3, "unknown field `bogus`");
+    assert_eq!(error.column, 1);
+}
+
+#[test]
+fn rejects_unknown_key_in_inline_table() {
+    let src = "[[route]]\nname = \"a\"\nstable = { endpoints = [\"127.0.0.1:1\"], weight = 1 }\n";
+    rejects(src, "route[0].stable.weight", 3, "unknown field `weight`");
+}
+
+#[test]
+fn rejects_wrong_type_with_array_index() {
+    let src = format!("{ROUTE}[[route]]\nname = \"b\"\ncanary_weight = \"10\"\n");
+    rejects(&src, "route[1].canary_weight", 8, "expected a number");
+}
+
+#[test]
+fn rejects_syntax_error() {
+    let src = format!("[server]\nlisten = \"127.0.0.1:1\nx = 1\n{ROUTE}");
+    rejects(&src, "server.listen", 2, "");
+}
+
+#[test]
+fn rejects_duplicate_key() {
+    let src = format!("[server]\nlisten = \"127.0.0.1:1\"\nlisten = \"127.0.0.1:2\"\n{ROUTE}");
+    rejects(&src, "server.listen", 3, "duplicate key");
+}
+
+// --- [server], [admin], [state], [notify] ---
+
+#[test]
+fn rejects_bad_listen() {
+    let error = rejects(
+        &format!("[server]\nlisten = \"localhost:80\"\n{ROUTE}"),
+        "server.listen",
+        2,
+        "ip:port",
+    );
+    assert_eq!(error.column, 10);
+}
+
+#[test]
+fn rejects_bad_duration() {
+    rejects(
+        &format!("[server]\nheader_read_timeout = \"10\"\n{ROUTE}"),
+        "server.header_read_timeout",
+        2,
+        "invalid duration",
+    );
+}
+
+#[test]
+fn rejects_zero_timeout_but_not_zero_drain() {
+    rejects(
+        &format!("[server]\nrequest_timeout = \"0ms\"\ndrain_timeout = \"0s\"\n{ROUTE}"),
+        "server.request_timeout",
+        2,
+        "greater than 0",
+    );
+}
+
+#[test]
+fn rejects_max_header_bytes_out_of_range() {
+    rejects(
+        &format!("[server]\nmax_header_bytes = 2000000\n{ROUTE}"),
+        "server.max_header_bytes",
+        2,
+        "between 1024 and 1048576",
+    );
+    rejects(
+        &format!("[server]\nmax_header_bytes = -1\n{ROUTE}"),
+        "server.max_header_bytes",
+        2,
+        "between",
+    );
+}
+
+#[test]
+fn rejects_tls() {
+    rejects(
+        &format!("[server]\n\ntls = {{ cert = \"a\", key = \"b\" }}\n{ROUTE}"),
+        "server.tls",
+        3,
+        "TLS termination is not supported by this build yet",
+    );
+}
+
+#[test]
+fn rejects_missing_token_file() {
+    rejects(
+        &format!("[admin]\ntoken_file = \"nope/token\"\n{ROUTE}"),
+        "admin.token_file",
+        2,
+        "cannot read token file",
+    );
+}
+
+#[test]
+fn rejects_empty_token_file() {
+    let dir = scratch_dir("empty-token");
+    std::fs::write(dir.join("secrets/token"), " \n\t").expect("write token");
+    let src = format!("[admin]\ntoken_file = \"secrets/token\"\n{ROUTE}");
+    let errors = parse_str(&src, &dir.join("proxy.toml"))
+        .err()
+        .unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        (errors[0].key.as_str(), errors[0].line),
+        ("admin.token_file", 2)
+    );
+    assert!(errors[0].message.contains("token file is empty"));
+}
+
+#[test]
+fn rejects_state_without_dir() {
+    rejects(
+        &format!("\n[state]\n{ROUTE}"),
+        "state.dir",
+        2,
+        "missing required key `dir`",
+    );
+}
+
+#[test]
+fn rejects_bad_webhook() {
+    rejects(
+        &format!("[notify]\nwebhook = \"https://hooks/x\"\n{ROUTE}"),
+        "notify.webhook",
+        2,
+        "https webhooks are not supported yet",
+    );
+    rejects(
+        &format!("[notify]\nwebhook = \"hooks/x\"\n{ROUTE}"),
+        "notify.webhook",
+        2,
+        "http:// URL",
+    );
+}
