@@ -205,10 +205,17 @@ impl Ctx<'_> {
             Some(listen) => self.socket_addr(listen, "admin.listen"),
             None => DEFAULT_ADMIN_LISTEN.parse().ok(),
         };
-        let clash = listen.filter(|addr| addr.port() != 0 && Some(*addr) == server_listen);
-        if let Some(addr) = clash {
+        // Same port on the same or a wildcard address: the second bind would fail.
+        let clash = listen.zip(server_listen).filter(|(admin, server)| {
+            admin.port() != 0
+                && admin.port() == server.port()
+                && (admin.ip() == server.ip()
+                    || admin.ip().is_unspecified()
+                    || server.ip().is_unspecified())
+        });
+        if let Some((addr, server)) = clash {
             let span = admin.listen.as_ref().map_or(raw.span(), Spanned::span);
-            let message = format!("{addr} is already server.listen: use another port");
+            let message = format!("{addr} clashes with server.listen {server}: use another port");
             self.error(span, "admin.listen", message);
         }
         let (token, token_file) = match &admin.token_file {

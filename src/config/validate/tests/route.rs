@@ -18,9 +18,12 @@ fn rejects_no_routes() {
 #[test]
 fn rejects_duplicate_route_name() {
     let error = rejects(
-        &format!("{ROUTE}{ROUTE}"),
+        &format!(
+            "{ROUTE}{}",
+            ROUTE.replace("[[route]]", "[[route]]\npath_prefix = \"/b\"")
+        ),
         "route[1].name",
-        8,
+        9,
         "first defined at line 3",
     );
     assert_eq!(error.column, 8);
@@ -385,4 +388,29 @@ canary_weight = 101
             ("route[0].canary_weight", 8),
         ]
     );
+}
+
+#[test]
+fn rejects_route_shadowed_by_an_identical_match() {
+    let second = ROUTE.replace("\"app\"", "\"other\"");
+    rejects(
+        &format!("{ROUTE}{second}"),
+        "route[1].path_prefix",
+        8,
+        "would never match",
+    );
+    let src = format!(
+        "{ROUTE}path_prefix = \"/api\"\n{}\npath_prefix = \"/api\"\n",
+        second.trim_end()
+    );
+    rejects(
+        &src,
+        "route[1].path_prefix",
+        12,
+        "same host and path_prefix as route `app`",
+    );
+    valid(&format!(
+        "{ROUTE}{}\nhost = \"a.example\"\n",
+        second.trim_end()
+    ));
 }

@@ -146,3 +146,16 @@ fn rejects_bad_webhook() {
         "http:// URL",
     );
 }
+
+#[test]
+fn rejects_admin_on_the_server_port() {
+    let src = format!("[server]\nlisten = \"0.0.0.0:9901\"\n[admin]\n{ROUTE}");
+    rejects(&src, "admin.listen", 3, "clashes with server.listen");
+    let src = format!(
+        "[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\n{ROUTE}"
+    );
+    rejects(&src, "admin.listen", 4, "clashes with server.listen");
+    valid(&format!(
+        "[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.2:8080\"\n{ROUTE}"
+    ));
+}

@@ -1,0 +1,170 @@
+//! The binary itself: `check`, `--version`, and SIGTERM drain.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_canary-proxy");
+
+fn repo(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn version() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn check_accepts_the_shipped_configs() {
+    for file in ["config/example.toml", "config/minimal.toml", "config/bench.toml"] {
+        let out = Command::new(BIN).args(["check", "-c", &repo(file)]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{file}: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("route"), "{stdout}");
+    }
+    // A config without [admin] and [state] is valid but warned about.
+    let out = Command::new(BIN)
+        .args(["check", "-c", &repo("config/minimal.toml")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning: no [admin]"), "{stderr}");
+    assert!(stderr.contains("warning: no [state]"), "{stderr}");
+}
+
+/// Each file in config/invalid/ starts with `# expect: KEY @ LINE` lines; `check` must
+/// exit 1 and print `FILE:LINE:COL: ...KEY...` for each.
+#[test]
+fn check_rejects_every_invalid_config_naming_key_and_line() {
+    let dir = repo("config/invalid");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expects: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect:"))
+            .map(|l| {
+                let (key, line) = l.split_once('@').unwrap();
+                (key.trim().to_string(), line.trim().to_string())
+            })
+            .collect();
+        assert!(!expects.is_empty(), "{} has no '# expect:' line", path.display());
+        let out = Command::new(BIN)
+            .args(["check", "-c", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}: {stderr}", path.display());
+        for (key, line) in &expects {
+            let located = format!("{}:{line}:", path.display());
+            assert!(
+                stderr
+                    .lines()
+                    .any(|l| l.contains(&located) && l.contains(key.as_str())),
+                "{}: expected an error at line {line} naming {key}, got:\n{stderr}",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} invalid configs");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let out = Command::new(BIN)
+        .args(["check", "-c", "/nonexistent/canary.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/canary.toml"));
+}
+
+/// Starts the binary on `config` and returns it with its listen address (read from
+/// its log). Its stderr keeps being drained by a thread.
+fn spawn_proxy(config: &Path) -> (std::process::Child, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(["run", "-c", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[proxy] {line}");
+            if line.contains("listening") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(10)).expect("proxy did not start");
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
+    let stable = MockUpstream::start("stable").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"10s\"\n{}",
+            route_toml("r", stable.addr, stable.addr, 0.0, "")
+        ),
+    )
+    .unwrap();
+    let (mut child, addr) = spawn_proxy(&config);
+
+    let client = client();
+    let url = format!("http://{addr}/slow/1500");
+    let in_flight = tokio::spawn(async move { get(&client, &url, &[]).await });
+    // Let the request reach the upstream, then ask the proxy to stop.
+    for _ in 0..100 {
+        if stable.requests() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stable.requests(), 1);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "new connections must be refused while draining"
+    );
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "the in-flight request completes");
+    assert_eq!(body, "stable");
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
