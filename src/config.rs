@@ -323,6 +323,7 @@ mod tests {
     fn status_match() {
         assert!(StatusMatch::Class(5).matches(StatusCode::BAD_GATEWAY));
         assert!(!StatusMatch::Class(5).matches(StatusCode::NOT_FOUND));
-        assert!(StatusMatch::Exact(StatusCode::TOO_MANY_REQUESTS).matches(StatusCode::TOO_MANY_REQUESTS));
+        assert!(StatusMatch::Exact(StatusCode::TOO_MANY_REQUESTS)
+            .matches(StatusCode::TOO_MANY_REQUESTS));
     }
 }

@@ -69,7 +69,13 @@ impl Snapshot {
         let routes = config
             .routes
             .iter()
-            .map(|route| Route::new(route, &clients, Arc::new(RouteState::new(route.canary_weight))))
+            .map(|route| {
+                Route::new(
+                    route,
+                    &clients,
+                    Arc::new(RouteState::new(route.canary_weight)),
+                )
+            })
             .collect();
         let table = RouteTable::build(
             config
@@ -173,7 +179,8 @@ impl RouteState {
     }
 
     pub fn set_effective(&self, weight: Weight) {
-        self.effective.store(weight.basis_points(), Ordering::Relaxed);
+        self.effective
+            .store(weight.basis_points(), Ordering::Relaxed);
     }
 
     pub fn is_rolled_back(&self) -> bool {

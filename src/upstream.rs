@@ -114,10 +114,7 @@ impl Upstream {
     }
 
     /// Sends `req` (its URI already pointing at a target) through the pool.
-    pub fn send(
-        &self,
-        req: Request<Incoming>,
-    ) -> hyper_util::client::legacy::ResponseFuture {
+    pub fn send(&self, req: Request<Incoming>) -> hyper_util::client::legacy::ResponseFuture {
         self.client.request(req)
     }
 }

@@ -38,9 +38,17 @@ async fn content_length_with_transfer_encoding_is_never_forwarded_and_closes() {
         IDLE,
     )
     .await;
-    assert_eq!(response.matches("HTTP/1.1 ").count(), 1, "one response only: {response}");
+    assert_eq!(
+        response.matches("HTTP/1.1 ").count(),
+        1,
+        "one response only: {response}"
+    );
     assert!(response.contains("connection: close"), "{response}");
-    assert_eq!(stable.requests(), 1, "the smuggled request must not be served");
+    assert_eq!(
+        stable.requests(),
+        1,
+        "the smuggled request must not be served"
+    );
     let seen = stable.last_headers();
     assert!(!seen.contains_key("content-length"), "{seen:?}");
     let paths: Vec<String> = stable
@@ -58,9 +66,20 @@ async fn content_length_with_transfer_encoding_is_never_forwarded_and_closes() {
 async fn missing_or_duplicate_host_is_rejected() {
     let (stable, proxy) = setup().await;
     let response = raw(proxy.addr, b"GET / HTTP/1.1\r\n\r\n", IDLE).await;
-    assert!(status_line(&response).starts_with("HTTP/1.1 400"), "{response}");
-    let response = raw(proxy.addr, b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", IDLE).await;
-    assert!(status_line(&response).starts_with("HTTP/1.1 400"), "{response}");
+    assert!(
+        status_line(&response).starts_with("HTTP/1.1 400"),
+        "{response}"
+    );
+    let response = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+        IDLE,
+    )
+    .await;
+    assert!(
+        status_line(&response).starts_with("HTTP/1.1 400"),
+        "{response}"
+    );
     assert_eq!(stable.requests(), 0);
     // HTTP/1.0 may omit Host.
     let response = raw(proxy.addr, b"GET / HTTP/1.0\r\n\r\n", IDLE).await;
@@ -76,7 +95,10 @@ async fn h2c_upgrade_headers_are_stripped() {
         IDLE,
     )
     .await;
-    assert!(status_line(&response).starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        status_line(&response).starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
     let seen = stable.last_headers();
     assert!(!seen.contains_key("upgrade"), "{seen:?}");
     assert!(!seen.contains_key("http2-settings"), "{seen:?}");
@@ -89,14 +111,22 @@ async fn oversized_heads_get_431_on_h1_and_h2() {
     let big = "a".repeat(70 * 1024);
     let request = format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n");
     let response = raw(proxy.addr, request.as_bytes(), IDLE).await;
-    assert!(status_line(&response).starts_with("HTTP/1.1 431"), "{}", status_line(&response));
+    assert!(
+        status_line(&response).starts_with("HTTP/1.1 431"),
+        "{}",
+        status_line(&response)
+    );
     assert!(response.contains("x-request-id"));
 
     // Far above the limit: hyper's buffer limit answers before we see the head.
     let huge = "a".repeat(200 * 1024);
     let request = format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {huge}\r\n\r\n");
     let response = raw(proxy.addr, request.as_bytes(), IDLE).await;
-    assert!(status_line(&response).starts_with("HTTP/1.1 431"), "{}", status_line(&response));
+    assert!(
+        status_line(&response).starts_with("HTTP/1.1 431"),
+        "{}",
+        status_line(&response)
+    );
 
     let response = h2_client()
         .request(
@@ -107,7 +137,10 @@ async fn oversized_heads_get_431_on_h1_and_h2() {
         )
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
     assert_eq!(stable.requests(), 0);
 }
 
@@ -115,9 +148,20 @@ async fn oversized_heads_get_431_on_h1_and_h2() {
 async fn garbage_gets_400_and_the_proxy_keeps_serving() {
     let (_stable, proxy) = setup().await;
     let response = raw(proxy.addr, b"\x16\x03\x01\x02\x00garbage\r\n\r\n", IDLE).await;
-    assert!(status_line(&response).starts_with("HTTP/1.1 400"), "{response:?}");
-    let response = raw(proxy.addr, b"GET / HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n", IDLE).await;
-    assert!(status_line(&response).starts_with("HTTP/1.1 400"), "{response:?}");
+    assert!(
+        status_line(&response).starts_with("HTTP/1.1 400"),
+        "{response:?}"
+    );
+    let response = raw(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n",
+        IDLE,
+    )
+    .await;
+    assert!(
+        status_line(&response).starts_with("HTTP/1.1 400"),
+        "{response:?}"
+    );
     let (status, _, _) = get(&client(), &proxy.url("/"), &[]).await;
     assert_eq!(status, StatusCode::OK);
 }
@@ -130,14 +174,19 @@ async fn slowloris_connections_are_closed() {
     let mut slow = Vec::new();
     for _ in 0..200 {
         let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-        stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
         slow.push(stream);
     }
     // Keep trickling header bytes for a while; normal clients are served meanwhile.
     let client = client();
     for round in 0..4 {
         for stream in &mut slow {
-            let _ = stream.write_all(format!("x-{round}: y\r\n").as_bytes()).await;
+            let _ = stream
+                .write_all(format!("x-{round}: y\r\n").as_bytes())
+                .await;
         }
         let (status, _, _) = get(&client, &proxy.url("/"), &[]).await;
         assert_eq!(status, StatusCode::OK);

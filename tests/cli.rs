@@ -26,10 +26,22 @@ fn version() {
 
 #[test]
 fn check_accepts_the_shipped_configs() {
-    for file in ["config/example.toml", "config/minimal.toml", "config/bench.toml"] {
-        let out = Command::new(BIN).args(["check", "-c", &repo(file)]).output().unwrap();
+    for file in [
+        "config/example.toml",
+        "config/minimal.toml",
+        "config/bench.toml",
+    ] {
+        let out = Command::new(BIN)
+            .args(["check", "-c", &repo(file)])
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{file}: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{file}: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains("route"), "{stdout}");
     }
     // A config without [admin] and [state] is valid but warned about.
@@ -62,7 +74,11 @@ fn check_rejects_every_invalid_config_naming_key_and_line() {
                 (key.trim().to_string(), line.trim().to_string())
             })
             .collect();
-        assert!(!expects.is_empty(), "{} has no '# expect:' line", path.display());
+        assert!(
+            !expects.is_empty(),
+            "{} has no '# expect:' line",
+            path.display()
+        );
         let out = Command::new(BIN)
             .args(["check", "-c", path.to_str().unwrap()])
             .output()
@@ -114,7 +130,9 @@ fn spawn_proxy(config: &Path) -> (std::process::Child, SocketAddr) {
             }
         }
     });
-    let line = rx.recv_timeout(Duration::from_secs(10)).expect("proxy did not start");
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("proxy did not start");
     let addr = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("addr="))

@@ -50,9 +50,8 @@ async fn split_follows_the_weight() {
         .await;
         let n = 20_000;
         let result = sides(&proxy, (0..n).map(|i| format!("user-{weight}-{i}"))).await;
-        let canary_share = result.iter().filter(|(_, side)| side == "canary").count() as f64
-            * 100.0
-            / n as f64;
+        let canary_share =
+            result.iter().filter(|(_, side)| side == "canary").count() as f64 * 100.0 / n as f64;
         assert!(
             (canary_share - weight).abs() <= tolerance,
             "weight {weight}%: canary share {canary_share}%"
@@ -65,7 +64,13 @@ async fn split_follows_the_weight() {
 async fn sticky_and_instances_agree() {
     let stable = MockUpstream::start("stable").await;
     let canary = MockUpstream::start("canary").await;
-    let toml = route_toml("checkout", stable.addr, canary.addr, 30.0, "sticky = [\"header:x-user-id\"]");
+    let toml = route_toml(
+        "checkout",
+        stable.addr,
+        canary.addr,
+        30.0,
+        "sticky = [\"header:x-user-id\"]",
+    );
     let a = TestProxy::start(&toml).await;
     let b = TestProxy::start(&toml).await;
     let keys = || (0..1000).map(|i| format!("k{i}"));
@@ -100,14 +105,37 @@ async fn override_header_and_cohort() {
     let side = |h: &http::HeaderMap| h["x-served-by"].to_str().unwrap().to_string();
     let (_, h, _) = get(&client, &url, &[("x-user-id", "someone")]).await;
     assert_eq!(side(&h), "stable");
-    let (_, h, _) = get(&client, &url, &[("x-user-id", "someone"), ("x-canary", "always")]).await;
+    let (_, h, _) = get(
+        &client,
+        &url,
+        &[("x-user-id", "someone"), ("x-canary", "always")],
+    )
+    .await;
     assert_eq!(side(&h), "canary");
     let (_, h, _) = get(&client, &url, &[("x-user-id", "qa-1")]).await;
-    assert_eq!(side(&h), "canary", "cohort member goes to canary at weight 0");
-    let (_, h, _) = get(&client, &url, &[("x-user-id", "qa-1"), ("x-canary", "never")]).await;
+    assert_eq!(
+        side(&h),
+        "canary",
+        "cohort member goes to canary at weight 0"
+    );
+    let (_, h, _) = get(
+        &client,
+        &url,
+        &[("x-user-id", "qa-1"), ("x-canary", "never")],
+    )
+    .await;
     assert_eq!(side(&h), "stable", "override beats cohort");
-    let (_, h, _) = get(&client, &url, &[("x-user-id", "someone"), ("x-canary", "bogus")]).await;
-    assert_eq!(side(&h), "stable", "unknown override values fall back to the hash");
+    let (_, h, _) = get(
+        &client,
+        &url,
+        &[("x-user-id", "someone"), ("x-canary", "bogus")],
+    )
+    .await;
+    assert_eq!(
+        side(&h),
+        "stable",
+        "unknown override values fall back to the hash"
+    );
 }
 
 #[tokio::test]
@@ -117,7 +145,13 @@ async fn routes_by_host_and_longest_prefix() {
     let c = MockUpstream::start("c").await;
     let toml = format!(
         "{}{}{}",
-        route_toml("root", a.addr, a.addr, 0.0, "path_prefix = \"/\"\nhost = \"shop.example\""),
+        route_toml(
+            "root",
+            a.addr,
+            a.addr,
+            0.0,
+            "path_prefix = \"/\"\nhost = \"shop.example\""
+        ),
         route_toml("api", b.addr, b.addr, 0.0, "path_prefix = \"/api\""),
         route_toml("api-v2", c.addr, c.addr, 0.0, "path_prefix = \"/api/v2\""),
     );
@@ -177,7 +211,13 @@ async fn upstream_failures_map_to_502_and_504() {
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nrequest_timeout = \"300ms\"\n{}{}",
         route_toml("down", refused, refused, 0.0, "path_prefix = \"/down\""),
-        route_toml("hang", hanging.addr, hanging.addr, 0.0, "path_prefix = \"/hang\""),
+        route_toml(
+            "hang",
+            hanging.addr,
+            hanging.addr,
+            0.0,
+            "path_prefix = \"/hang\""
+        ),
     );
     let proxy = TestProxy::start(&toml).await;
     let client = client();
@@ -222,7 +262,10 @@ async fn http2_prior_knowledge_downstream() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-served-by"], "stable");
     // The HTTP/1.1 upstream got a Host built from :authority.
-    assert_eq!(stable.last_headers()["host"], proxy.addr.to_string().as_str());
+    assert_eq!(
+        stable.last_headers()["host"],
+        proxy.addr.to_string().as_str()
+    );
 }
 
 #[tokio::test]
@@ -263,9 +306,17 @@ async fn trailers_pass_both_ways() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let collected = response.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().unwrap_or_else(|| panic!("no response trailers; upstream saw {:?}", stable.last_headers()));
+    let trailers = collected.trailers().cloned().unwrap_or_else(|| {
+        panic!(
+            "no response trailers; upstream saw {:?}",
+            stable.last_headers()
+        )
+    });
     assert_eq!(trailers["x-checksum"], "42");
-    assert_eq!(trailers["x-request-trailers"], "1", "request trailers reach the upstream");
+    assert_eq!(
+        trailers["x-request-trailers"], "1",
+        "request trailers reach the upstream"
+    );
     assert_eq!(collected.to_bytes(), "hello trailers");
 
     // Over HTTP/1.1 downstream with TE: trailers.
@@ -276,7 +327,10 @@ async fn trailers_pass_both_ways() {
     )
     .await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.to_ascii_lowercase().contains("x-checksum: 42"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("x-checksum: 42"),
+        "{response}"
+    );
 }
 
 #[tokio::test]
@@ -298,7 +352,10 @@ async fn websocket_upgrade_passes_through() {
     }
     let head = String::from_utf8(head).unwrap();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
     for message in [&b"ping"[..], b"hello over the tunnel"] {
         stream.write_all(message).await.unwrap();
         let mut echoed = vec![0u8; message.len()];

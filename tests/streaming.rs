@@ -26,11 +26,19 @@ async fn large_upload_and_download_stream_with_bounded_memory() {
     let response = client.request(upload).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(body, SIZE.to_string().as_bytes(), "upstream received every byte");
+    assert_eq!(
+        body,
+        SIZE.to_string().as_bytes(),
+        "upstream received every byte"
+    );
     let after_upload = rss_bytes();
 
     let response = client
-        .request(Request::get(proxy.url(&format!("/download/{SIZE}"))).body(empty()).unwrap())
+        .request(
+            Request::get(proxy.url(&format!("/download/{SIZE}")))
+                .body(empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);

@@ -63,7 +63,10 @@ pub async fn proxy(
         }
         Err((err, route)) => {
             let close = downstream_h1
-                && matches!(err, ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. });
+                && matches!(
+                    err,
+                    ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. }
+                );
             let mut response = rescue(&err, route, &request_id);
             if close {
                 // The connection's framing cannot be trusted after a malformed head.
@@ -171,7 +174,9 @@ fn check_head<B>(req: &Request<B>, limit: usize) -> Result<Option<&str>, ProxyEr
         return Err(ProxyError::BadRequest("more than one Host header"));
     }
     if req.version() == Version::HTTP_11 && host.is_none() {
-        return Err(ProxyError::BadRequest("HTTP/1.1 request without a Host header"));
+        return Err(ProxyError::BadRequest(
+            "HTTP/1.1 request without a Host header",
+        ));
     }
     if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
         // Request smuggling: two framings. hyper's HTTP/1.1 parser already drops
@@ -366,14 +371,20 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(X_REQUEST_ID, HeaderValue::from_static("abc"));
         assert_eq!(request_id(&headers), "abc");
-        headers.insert(X_REQUEST_ID, HeaderValue::from_str(&"x".repeat(200)).unwrap());
+        headers.insert(
+            X_REQUEST_ID,
+            HeaderValue::from_str(&"x".repeat(200)).unwrap(),
+        );
         assert_eq!(request_id(&headers).len(), 25);
     }
 
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut headers = HeaderMap::new();
-        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret, Upgrade"));
+        headers.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret, Upgrade"),
+        );
         headers.insert("x-secret", HeaderValue::from_static("1"));
         headers.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
         headers.insert(UPGRADE, HeaderValue::from_static("h2c"));
@@ -401,7 +412,10 @@ mod tests {
         assert_eq!(headers[CONNECTION], "upgrade");
 
         let mut h2c = HeaderMap::new();
-        h2c.insert(CONNECTION, HeaderValue::from_static("Upgrade, HTTP2-Settings"));
+        h2c.insert(
+            CONNECTION,
+            HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+        );
         h2c.insert(UPGRADE, HeaderValue::from_static("h2c"));
         assert!(!is_upgrade_request(&h2c));
     }
@@ -427,7 +441,10 @@ mod tests {
         headers.insert(FORWARDED, HeaderValue::from_static("for=192.0.2.1"));
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         append_forwarded(&mut headers, conn);
-        assert_eq!(headers[FORWARDED], "for=192.0.2.1, for=\"[2001:db8::1]\";proto=https");
+        assert_eq!(
+            headers[FORWARDED],
+            "for=192.0.2.1, for=\"[2001:db8::1]\";proto=https"
+        );
         assert_eq!(headers[X_FORWARDED_FOR], "2001:db8::1");
     }
 
@@ -437,14 +454,20 @@ mod tests {
         assert_eq!(check_head(&ok, 1024).unwrap(), Some("a"));
 
         let no_host = Request::get("/x").body(()).unwrap();
-        assert!(matches!(check_head(&no_host, 1024), Err(ProxyError::BadRequest(_))));
+        assert!(matches!(
+            check_head(&no_host, 1024),
+            Err(ProxyError::BadRequest(_))
+        ));
 
         let two_hosts = Request::get("/x")
             .header(HOST, "a")
             .header(HOST, "b")
             .body(())
             .unwrap();
-        assert!(matches!(check_head(&two_hosts, 1024), Err(ProxyError::BadRequest(_))));
+        assert!(matches!(
+            check_head(&two_hosts, 1024),
+            Err(ProxyError::BadRequest(_))
+        ));
 
         let smuggle = Request::post("/x")
             .header(HOST, "a")
@@ -452,14 +475,20 @@ mod tests {
             .header(TRANSFER_ENCODING, "chunked")
             .body(())
             .unwrap();
-        assert!(matches!(check_head(&smuggle, 1024), Err(ProxyError::BadRequest(_))));
+        assert!(matches!(
+            check_head(&smuggle, 1024),
+            Err(ProxyError::BadRequest(_))
+        ));
 
         let big = Request::get("/x")
             .header(HOST, "a")
             .header("x-big", "y".repeat(2000))
             .body(())
             .unwrap();
-        assert!(matches!(check_head(&big, 1024), Err(ProxyError::HeadTooLarge { .. })));
+        assert!(matches!(
+            check_head(&big, 1024),
+            Err(ProxyError::HeadTooLarge { .. })
+        ));
 
         let h2 = Request::get("http://b.example/x")
             .version(Version::HTTP_2)

@@ -8,7 +8,11 @@ use crate::proxy::body::ProxyBody;
 use crate::proxy::forward::X_REQUEST_ID;
 
 /// A short plain-text response for `err`, carrying the request id.
-pub fn rescue(err: &ProxyError, route: Option<&str>, request_id: &HeaderValue) -> Response<ProxyBody> {
+pub fn rescue(
+    err: &ProxyError,
+    route: Option<&str>,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
     let status = err.status();
     let id = request_id.to_str().unwrap_or("-");
     match err.source_side() {
@@ -30,7 +34,10 @@ pub fn rescue(err: &ProxyError, route: Option<&str>, request_id: &HeaderValue) -
     let mut response = Response::new(ProxyBody::text(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(X_REQUEST_ID, request_id.clone());
     response

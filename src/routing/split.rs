@@ -124,7 +124,10 @@ fn trim(bytes: &[u8]) -> &[u8] {
     let Some(start) = start else {
         return &[];
     };
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).unwrap_or(start);
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .unwrap_or(start);
     &bytes[start..=end]
 }
 

@@ -26,7 +26,11 @@ impl RouteTable {
         for (index, (host, prefix)) in routes.into_iter().enumerate() {
             let entry = (Box::from(prefix), index);
             match host {
-                Some(host) => table.by_host.entry(Box::from(host)).or_default().push(entry),
+                Some(host) => table
+                    .by_host
+                    .entry(Box::from(host))
+                    .or_default()
+                    .push(entry),
                 None => table.any_host.push(entry),
             }
         }

@@ -45,6 +45,7 @@ pub struct Seen {
 /// - `/trailers`: echoes request trailers' count and sends trailer `x-checksum: 42`
 /// - `/ws`: `Upgrade` → 101, then echoes bytes
 /// - anything else: 200 with body = the upstream's name
+///
 /// Every response carries `x-served-by: NAME`.
 pub struct MockUpstream {
     pub name: &'static str,
@@ -99,12 +100,20 @@ impl Drop for MockUpstream {
     }
 }
 
-async fn mock_handle(name: &'static str, seen: Arc<Seen>, mut req: Request<Incoming>) -> Response<TestBody> {
+async fn mock_handle(
+    name: &'static str,
+    seen: Arc<Seen>,
+    mut req: Request<Incoming>,
+) -> Response<TestBody> {
     seen.requests.fetch_add(1, Ordering::SeqCst);
     {
         let mut heads = seen.heads.lock().unwrap();
         if heads.len() < 10_000 {
-            heads.push((req.method().clone(), req.uri().clone(), req.headers().clone()));
+            heads.push((
+                req.method().clone(),
+                req.uri().clone(),
+                req.headers().clone(),
+            ));
         }
     }
     let path = req.uri().path().to_string();
@@ -157,7 +166,10 @@ async fn mock_handle(name: &'static str, seen: Arc<Seen>, mut req: Request<Incom
             }
             let mut trailers = HeaderMap::new();
             trailers.insert("x-checksum", "42".parse().unwrap());
-            trailers.insert("x-request-trailers", request_trailers.to_string().parse().unwrap());
+            trailers.insert(
+                "x-request-trailers",
+                request_trailers.to_string().parse().unwrap(),
+            );
             let frames = vec![
                 Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(b"hello "))),
                 Ok(Frame::data(Bytes::from_static(b"trailers"))),
@@ -192,29 +204,43 @@ async fn mock_handle(name: &'static str, seen: Arc<Seen>, mut req: Request<Incom
             });
             let mut response = Response::new(empty());
             *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            response.headers_mut().insert("upgrade", "websocket".parse().unwrap());
-            response.headers_mut().insert("connection", "upgrade".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("upgrade", "websocket".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
             response
         }
         _ => text(StatusCode::OK, name),
     };
     let mut response = response;
-    response.headers_mut().insert("x-served-by", name.parse().unwrap());
+    response
+        .headers_mut()
+        .insert("x-served-by", name.parse().unwrap());
     response
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<TestBody> {
-    let mut response = Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed());
+    let mut response = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *response.status_mut() = status;
     response
 }
 
 pub fn empty() -> TestBody {
-    Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> TestBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A body of `remaining` bytes produced in 64 KiB chunks, never held whole.
@@ -236,7 +262,10 @@ impl Body for Generated {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
@@ -315,13 +344,22 @@ impl Drop for TestProxy {
 }
 
 /// A route config with the two mock upstreams.
-pub fn route_toml(name: &str, stable: SocketAddr, canary: SocketAddr, weight: f64, extra: &str) -> String {
+pub fn route_toml(
+    name: &str,
+    stable: SocketAddr,
+    canary: SocketAddr,
+    weight: f64,
+    extra: &str,
+) -> String {
     format!(
         "[[route]]\nname = \"{name}\"\nstable = {{ endpoints = [\"{stable}\"] }}\ncanary = {{ endpoints = [\"{canary}\"], version = \"v2\" }}\ncanary_weight = {weight}\n{extra}\n"
     )
 }
 
-pub type Client = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, TestBody>;
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    TestBody,
+>;
 
 pub fn client() -> Client {
     hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
@@ -334,7 +372,11 @@ pub fn h2_client() -> Client {
 }
 
 /// GET `url` with extra headers; returns status, headers and the body as a string.
-pub async fn get(client: &Client, url: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+pub async fn get(
+    client: &Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, String) {
     let mut req = Request::get(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -342,7 +384,11 @@ pub async fn get(client: &Client, url: &str, headers: &[(&str, &str)]) -> (Statu
     let response = client.request(req.body(empty()).unwrap()).await.unwrap();
     let (parts, body) = response.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
-    (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 /// Writes raw bytes on a fresh connection and reads until the peer closes or goes

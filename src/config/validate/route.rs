@@ -1,5 +1,6 @@
 //! One `[[route]]`: matching, upstreams, split, budget and rollout.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -15,6 +16,11 @@ const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 const DEFAULT_MIN_REQUESTS: u32 = 50;
 const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;
 const DEFAULT_ERROR_STATUSES: [StatusMatch; 1] = [StatusMatch::Class(5)];
+
+const MISSING_STABLE: &str =
+    "missing required table `stable` (e.g. stable = { endpoints = [\"127.0.0.1:9001\"] })";
+const MISSING_CANARY: &str =
+    "missing required table `canary` (e.g. canary = { endpoints = [\"127.0.0.1:9002\"] })";
 
 // === impl Ctx ===
 
@@ -42,42 +48,35 @@ impl Ctx<'_> {
         };
 
         let stable = match &route.stable {
-            Some(stable) => {
-                let up = stable.get_ref();
-                let endpoints = self.endpoints(
-                    up.endpoints.as_ref(),
-                    stable.span(),
-                    &format!("{at}.stable.endpoints"),
-                );
-                let protocol =
-                    self.protocol(up.protocol.as_ref(), &format!("{at}.stable.protocol"));
-                endpoints.zip(protocol)
-            }
+            Some(stable) => self.upstream(
+                stable.get_ref().endpoints.as_ref(),
+                stable.get_ref().protocol.as_ref(),
+                stable.span(),
+                &format!("{at}.stable"),
+            ),
             None => {
-                self.error(header.clone(), &format!("{at}.stable"), "missing required table `stable` (e.g. stable = { endpoints = [\"127.0.0.1:9001\"] })");
+                self.error(header.clone(), &format!("{at}.stable"), MISSING_STABLE);
                 None
             }
         };
         let (canary, canary_version) = match &route.canary {
             Some(canary) => {
                 let up = canary.get_ref();
-                let endpoints = self.endpoints(
+                let at = format!("{at}.canary");
+                let upstream = self.upstream(
                     up.endpoints.as_ref(),
+                    up.protocol.as_ref(),
                     canary.span(),
-                    &format!("{at}.canary.endpoints"),
+                    &at,
                 );
-                let protocol =
-                    self.protocol(up.protocol.as_ref(), &format!("{at}.canary.protocol"));
                 let version = match &up.version {
-                    Some(version) => self
-                        .non_empty(version, &format!("{at}.canary.version"))
-                        .map(Some),
+                    Some(version) => self.non_empty(version, &format!("{at}.version")).map(Some),
                     None => Some(None),
                 };
-                (endpoints.zip(protocol), version)
+                (upstream, version)
             }
             None => {
-                self.error(header, &format!("{at}.canary"), "missing required table `canary` (e.g. canary = { endpoints = [\"127.0.0.1:9002\"] })");
+                self.error(header, &format!("{at}.canary"), MISSING_CANARY);
                 (None, None)
             }
         };
@@ -108,21 +107,13 @@ impl Ctx<'_> {
         };
 
         let name = name?;
-        let (stable_endpoints, stable_protocol) = stable?;
-        let (canary_endpoints, canary_protocol) = canary?;
         Some(RouteConfig {
             salt: salt?.unwrap_or_else(|| name.clone()),
             name,
             host: host?,
             path_prefix: path_prefix?,
-            stable: UpstreamConfig {
-                endpoints: stable_endpoints,
-                protocol: stable_protocol,
-            },
-            canary: UpstreamConfig {
-                endpoints: canary_endpoints,
-                protocol: canary_protocol,
-            },
+            stable: stable?,
+            canary: canary?,
             canary_version: canary_version?,
             canary_weight: canary_weight?,
             sticky: sticky?,
@@ -130,6 +121,22 @@ impl Ctx<'_> {
             cohort: cohort?,
             budget: budget?,
             rollout: rollout?,
+        })
+    }
+
+    /// `stable` or `canary` (at `key`), whose table starts at `table`.
+    fn upstream(
+        &mut self,
+        endpoints: Option<&Spanned<Vec<Spanned<String>>>>,
+        protocol: Option<&Spanned<String>>,
+        table: Range<usize>,
+        key: &str,
+    ) -> Option<UpstreamConfig> {
+        let endpoints = self.endpoints(endpoints, table, &format!("{key}.endpoints"));
+        let protocol = self.protocol(protocol, &format!("{key}.protocol"));
+        Some(UpstreamConfig {
+            endpoints: endpoints?,
+            protocol: protocol?,
         })
     }
 

@@ -23,10 +23,18 @@ fn golden_vectors() {
         ("search", "user-1", 9067),
         ("search", "203.0.113.7", 5198),
         ("", "user-1", 9440),
-        ("a-very-long-salt-that-is-still-fine", "0123456789abcdef0123456789abcdef", 6481),
+        (
+            "a-very-long-salt-that-is-still-fine",
+            "0123456789abcdef0123456789abcdef",
+            6481,
+        ),
     ];
     for &(salt, key, expected) in cases {
-        assert_eq!(bucket(salt.as_bytes(), key.as_bytes()), expected, "salt={salt:?} key={key:?}");
+        assert_eq!(
+            bucket(salt.as_bytes(), key.as_bytes()),
+            expected,
+            "salt={salt:?} key={key:?}"
+        );
     }
     // Longer than the 256-byte stack buffer: the streaming path.
     assert_eq!(bucket("x".repeat(300).as_bytes(), b"user-1"), 1996);
@@ -64,7 +72,9 @@ fn share_follows_weight() {
     for (percent, tolerance) in [(10.0, 1.0), (0.5, 0.2), (50.0, 1.5), (99.0, 0.5)] {
         let n = 20_000;
         let canary = (0..n)
-            .filter(|i| assign(b"route", format!("user-{i}").as_bytes(), w(percent)) == Side::Canary)
+            .filter(|i| {
+                assign(b"route", format!("user-{i}").as_bytes(), w(percent)) == Side::Canary
+            })
             .count();
         let share = canary as f64 * 100.0 / n as f64;
         assert!(
@@ -110,7 +120,10 @@ fn sticky_key_sources_in_order() {
 fn cookie_parsing() {
     let mut headers = HeaderMap::new();
     headers.append(COOKIE, HeaderValue::from_static("x=1;y=2"));
-    headers.append(COOKIE, HeaderValue::from_static("sessionid=nope; session=yes"));
+    headers.append(
+        COOKIE,
+        HeaderValue::from_static("sessionid=nope; session=yes"),
+    );
     assert_eq!(find_cookie(&headers, b"session"), Some(&b"yes"[..]));
     assert_eq!(find_cookie(&headers, b"y"), Some(&b"2"[..]));
     assert_eq!(find_cookie(&headers, b"z"), None);
@@ -123,7 +136,9 @@ fn client_ip_key_is_textual() {
     let v6: IpAddr = "2001:db8::1".parse().unwrap();
     let got = with_sticky_key(&[], &HeaderMap::new(), v6, |k| k.to_vec());
     assert_eq!(got, b"2001:db8::1");
-    let long: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().unwrap();
+    let long: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+        .parse()
+        .unwrap();
     let got = with_sticky_key(&[], &HeaderMap::new(), long, |k| k.to_vec());
     assert_eq!(got, long.to_string().as_bytes());
 }
