@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use canary_proxy::app::{shutdown_signal, App};
 use canary_proxy::config::{Config, ConfigError};
 
+/// mimalloc: per-request allocations (header maps, bodies' frames) cost about half of
+/// glibc malloc's in the profile, and it returns memory to the OS under churn.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A reverse proxy that splits traffic between a stable and a canary upstream and
 /// rolls the canary back by itself.
 #[derive(Debug, Parser)]

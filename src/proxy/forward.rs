@@ -1,7 +1,6 @@
 //! One request through the proxy: check the head, find the route, pick the side,
 //! rewrite the head for the upstream, send it, stream the answer back.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -31,18 +30,42 @@ const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 /// Longest `x-request-id` we pass through; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// What the proxy knows about the downstream connection.
-#[derive(Debug, Clone, Copy)]
+/// What the proxy knows about the downstream connection, with the forwarding header
+/// values precomputed once per connection rather than formatted per request.
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The peer address as text: `x-forwarded-for` when the client sent none.
+    xff: HeaderValue,
+    /// `for=…;proto=…`: `forwarded` when the client sent none.
+    forwarded: HeaderValue,
+}
+
+// === impl ConnInfo ===
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> ConnInfo {
+        let ip = peer.ip();
+        let proto = if tls { "https" } else { "http" };
+        let forwarded = match ip {
+            IpAddr::V4(v4) => format!("for={v4};proto={proto}"),
+            IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={proto}"),
+        };
+        ConnInfo {
+            peer,
+            tls,
+            xff: HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded: HeaderValue::from_str(&forwarded).unwrap_or(HeaderValue::from_static("for=unknown")),
+        }
+    }
 }
 
 /// Serves one request against `snapshot`. Never fails: errors become proxy-made
 /// responses (via `rescue`), and every response carries `x-request-id`.
 pub async fn proxy(
     snapshot: Arc<Snapshot>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let request_id = request_id(req.headers());
@@ -82,7 +105,7 @@ pub async fn proxy(
 async fn forward(
     snapshot: &Snapshot,
     route: &Route,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     req: Request<Incoming>,
     request_id: &HeaderValue,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -230,6 +253,23 @@ fn is_upgrade_request(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers: the fixed list (RFC 9110 §7.6.1) and every header named
 /// in `Connection`. `TE: trailers` is end-to-end in practice (gRPC) and kept.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass over the (few) headers instead of a hash lookup per listed name: most
+    // messages carry none of them.
+    let any = headers.keys().any(|name| {
+        name == CONNECTION
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+            || name == TRANSFER_ENCODING
+            || name == HTTP2_SETTINGS
+            || name == TE
+            || name == UPGRADE
+    });
+    if !any {
+        if keep_upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         let mut named: Vec<HeaderName> = Vec::new();
         for value in headers.get_all(CONNECTION) {
@@ -272,37 +312,26 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Appends the peer to `x-forwarded-for` and `forwarded`; sets `x-forwarded-proto`
 /// unless a proxy in front already set it.
-fn append_forwarded(headers: &mut HeaderMap, conn: ConnInfo) {
-    let ip = conn.peer.ip();
-    let proto = if conn.tls { "https" } else { "http" };
-
-    let mut xff = join_values(headers, &X_FORWARDED_FOR);
-    if !xff.is_empty() {
-        xff.push_str(", ");
-    }
-    let _ = write!(xff, "{ip}");
-    if let Ok(value) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-
-    let mut fwd = join_values(headers, &FORWARDED);
-    if !fwd.is_empty() {
-        fwd.push_str(", ");
-    }
-    match ip {
-        IpAddr::V4(v4) => {
-            let _ = write!(fwd, "for={v4};proto={proto}");
-        }
-        IpAddr::V6(v6) => {
-            let _ = write!(fwd, "for=\"[{v6}]\";proto={proto}");
-        }
-    }
-    if let Ok(value) = HeaderValue::from_str(&fwd) {
-        headers.insert(FORWARDED, value);
-    }
-
+fn append_forwarded(headers: &mut HeaderMap, conn: &ConnInfo) {
+    append_list(headers, X_FORWARDED_FOR, &conn.xff);
+    append_list(headers, FORWARDED, &conn.forwarded);
     if !headers.contains_key(X_FORWARDED_PROTO) {
+        let proto = if conn.tls { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+}
+
+/// `name: existing, value` — or just `value` (a refcount bump, no formatting).
+fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValue) {
+    if !headers.contains_key(&name) {
+        headers.insert(name, value.clone());
+        return;
+    }
+    let mut joined = join_values(headers, &name);
+    joined.push_str(", ");
+    joined.push_str(value.to_str().unwrap_or_default());
+    if let Ok(value) = HeaderValue::from_str(&joined) {
+        headers.insert(name, value);
     }
 }
 
@@ -422,25 +451,19 @@ mod tests {
 
     #[test]
     fn forwarded_headers_are_appended() {
-        let conn = ConnInfo {
-            peer: "10.1.2.3:5555".parse().unwrap(),
-            tls: false,
-        };
+        let conn = ConnInfo::new("10.1.2.3:5555".parse().unwrap(), false);
         let mut headers = HeaderMap::new();
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.1"));
-        append_forwarded(&mut headers, conn);
+        append_forwarded(&mut headers, &conn);
         assert_eq!(headers[X_FORWARDED_FOR], "192.0.2.1, 10.1.2.3");
         assert_eq!(headers[FORWARDED], "for=10.1.2.3;proto=http");
         assert_eq!(headers[X_FORWARDED_PROTO], "http");
 
-        let conn = ConnInfo {
-            peer: "[2001:db8::1]:5555".parse().unwrap(),
-            tls: true,
-        };
+        let conn = ConnInfo::new("[2001:db8::1]:5555".parse().unwrap(), true);
         let mut headers = HeaderMap::new();
         headers.insert(FORWARDED, HeaderValue::from_static("for=192.0.2.1"));
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        append_forwarded(&mut headers, conn);
+        append_forwarded(&mut headers, &conn);
         assert_eq!(
             headers[FORWARDED],
             "for=192.0.2.1, for=\"[2001:db8::1]\";proto=https"

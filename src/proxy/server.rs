@@ -48,12 +48,13 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let snapshot = snapshots.load();
         let builder = builder(snapshot.server());
-        let conn_info = ConnInfo { peer, tls: false };
+        let conn_info = Arc::new(ConnInfo::new(peer, false));
         let shared = Arc::clone(&snapshots);
         let service = service_fn(move |req| {
             // One atomic load per request; the request keeps this snapshot to its end.
             let snapshot = shared.load_full();
-            async move { Ok::<_, Infallible>(proxy(snapshot, conn_info, req).await) }
+            let conn_info = Arc::clone(&conn_info);
+            async move { Ok::<_, Infallible>(proxy(snapshot, &conn_info, req).await) }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
