@@ -1,41 +1,66 @@
-//! Wiring: a loaded config becomes a bound listener and a served snapshot.
-//! Tests use the same entry points with a `127.0.0.1:0` listener and their own
-//! shutdown future.
+//! Wiring: a loaded config becomes bound listeners, a served snapshot, the rollout
+//! driver, the admin API and the notifier. Tests use the same entry points with
+//! `127.0.0.1:0` listeners and their own shutdown future.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
+use crate::admin::Admin;
 use crate::config::Config;
+use crate::events::Events;
+use crate::rollout::{Shared, Trip};
 use crate::routing::Snapshot;
+use crate::telemetry::Telemetry;
 
-/// A proxy whose listener is bound but not yet serving.
+/// How often histogram buffers are drained.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A proxy whose listeners are bound but not yet serving.
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     snapshots: Arc<ArcSwap<Snapshot>>,
-    open_connections: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+    trips: mpsc::UnboundedReceiver<Trip>,
+    ready: Arc<AtomicBool>,
 }
 
 // === impl App ===
 
 impl App {
-    /// Builds the first snapshot and binds `[server] listen`.
+    /// Builds the first snapshot (restoring saved decisions) and binds the listeners.
     pub async fn bind(config: Config) -> io::Result<App> {
-        let listen = config.server.listen;
-        let listener = TcpListener::bind(listen).await.map_err(|err| {
-            io::Error::new(err.kind(), format!("cannot listen on {listen}: {err}"))
-        })?;
-        let snapshot = Snapshot::build(config, 1);
+        let listener = bind(config.server.listen, "listen").await?;
+        let admin_listener = match &config.admin {
+            Some(admin) => Some(bind(admin.listen, "admin listen").await?),
+            None => None,
+        };
+        let notify = config
+            .notify
+            .as_ref()
+            .map(|n| crate::notify::spawn(n.webhook.clone()));
+        let events = Arc::new(Events::new(notify));
+        let telemetry = Telemetry::new();
+        telemetry.last_reload_success.set(unix_now());
+        let (shared, trips) = Shared::new(events, telemetry);
+        let snapshot = Snapshot::build(config, 1, None, &shared, Instant::now());
         Ok(App {
             listener,
+            admin_listener,
             snapshots: Arc::new(ArcSwap::from_pointee(snapshot)),
-            open_connections: Arc::new(AtomicUsize::new(0)),
+            shared,
+            trips,
+            ready: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -43,21 +68,95 @@ impl App {
         self.listener.local_addr()
     }
 
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// The current snapshot holder (reload swaps it; admin reads it).
     pub fn snapshots(&self) -> &Arc<ArcSwap<Snapshot>> {
         &self.snapshots
     }
 
-    /// Serves until `shutdown` resolves, then drains.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.shared.events
+    }
+
+    /// Serves until `shutdown` resolves, then drains and stops the side tasks.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+
+        let driver = tokio::spawn(crate::rollout::drive(
+            Arc::clone(&self.snapshots),
+            self.trips,
+            stopped(),
+        ));
+        let telemetry = Arc::clone(&self.shared.telemetry);
+        let upkeep = {
+            let telemetry = Arc::clone(&telemetry);
+            let stop = stopped();
+            tokio::spawn(async move {
+                tokio::pin!(stop);
+                let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
+                loop {
+                    tokio::select! {
+                        _ = interval.tick() => telemetry.upkeep(),
+                        () = &mut stop => return,
+                    }
+                }
+            })
+        };
+        let admin = self.admin_listener.map(|listener| {
+            let admin = Arc::new(Admin {
+                snapshots: Arc::clone(&self.snapshots),
+                events: Arc::clone(&self.shared.events),
+                telemetry: Arc::clone(&telemetry),
+                ready: Arc::clone(&self.ready),
+            });
+            tokio::spawn(crate::admin::serve(listener, admin, stopped()))
+        });
+
+        self.ready.store(true, Ordering::Release);
+        let ready = Arc::clone(&self.ready);
+        let shutdown = async move {
+            shutdown.await;
+            // Tell load balancers first: /readyz fails while we drain.
+            ready.store(false, Ordering::Release);
+        };
         crate::proxy::serve(
             self.listener,
-            self.snapshots,
-            self.open_connections,
+            Arc::clone(&self.snapshots),
+            Arc::clone(&telemetry.open_connections),
             shutdown,
         )
         .await;
+
+        let _ = stop_tx.send(true);
+        let _ = driver.await;
+        let _ = upkeep.await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
     }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|err| io::Error::new(err.kind(), format!("cannot {what} on {addr}: {err}")))
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -8,11 +8,21 @@
 //! - `upstream`: pooled keep-alive clients, endpoint selection.
 //! - `proxy`: the data path (accept, head checks, forward, stream, rescue).
 //! - `error`: the data path's leaf errors, mapped to statuses in `proxy::rescue` only.
+//! - `rollout`: the canary's runtime: the window (`window`), the pure budget verdict
+//!   and state machine (`machine`), persisted decisions (`store`), the driver.
+//! - `telemetry`: metric names, buckets and pre-resolved handles.
+//! - `events`: decision events (log, `/api/v1/events`, webhook); `notify`: the webhook.
+//! - `admin`: the admin listener (metrics, health, API, commands).
 //! - `app`: wiring for the binary: load, bind, serve until a signal, drain.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod events;
+pub mod notify;
 pub mod proxy;
+pub mod rollout;
 pub mod routing;
+pub mod telemetry;
 pub mod upstream;

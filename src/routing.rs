@@ -4,12 +4,13 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName};
+use tokio::time::Instant;
 
-use crate::config::{Config, RouteConfig, ServerConfig, StickySource, Weight};
+use crate::config::{Config, RouteConfig, ServerConfig, StickySource};
+use crate::rollout::{RouteRuntime, Shared};
 use crate::upstream::{Clients, Upstream};
 
 pub mod split;
@@ -38,17 +39,10 @@ pub struct Route {
     cohort: HashSet<Box<[u8]>>,
     pub stable: Upstream,
     pub canary: Upstream,
-    pub state: Arc<RouteState>,
-}
-
-/// The runtime side of a route's split: what weight the canary gets right now.
-#[derive(Debug)]
-pub struct RouteState {
-    /// The weight the split uses, in basis points: the configured weight, a rollout step,
-    /// or 0 after a rollback.
-    effective: AtomicU16,
-    /// Latched by a rollback; overrides and cohorts do not bypass it.
-    rolled_back: AtomicBool,
+    /// The canary's latch, weight, window and state machine.
+    pub runtime: Arc<RouteRuntime>,
+    /// gRPC statuses are judged only when the response says `application/grpc`.
+    pub error_statuses: Box<[crate::config::StatusMatch]>,
 }
 
 /// Why a request went where it went.
@@ -63,18 +57,39 @@ pub enum Reason {
 // === impl Snapshot ===
 
 impl Snapshot {
-    /// Builds the serving structures for `config`.
-    pub fn build(config: Config, generation: u64) -> Snapshot {
-        let clients = Clients::new(config.server.connect_timeout);
+    /// Builds the serving structures for `config`. Route runtimes (latch, window,
+    /// rollout step) are taken over from `previous` while a route's canary is the same;
+    /// a new route or a new canary gets a fresh runtime (restored from `[state] dir`).
+    pub fn build(
+        config: Config,
+        generation: u64,
+        previous: Option<&Snapshot>,
+        shared: &Arc<Shared>,
+        now: Instant,
+    ) -> Snapshot {
+        let clients = match previous {
+            Some(prev) if prev.clients.connect_timeout() == config.server.connect_timeout => {
+                prev.clients.clone()
+            }
+            _ => Clients::new(config.server.connect_timeout),
+        };
+        let state_dir = config.state.as_ref().map(|s| s.dir.clone());
         let routes = config
             .routes
             .iter()
             .map(|route| {
-                Route::new(
-                    route,
-                    &clients,
-                    Arc::new(RouteState::new(route.canary_weight)),
-                )
+                let kept = previous
+                    .and_then(|prev| prev.route(&route.name))
+                    .filter(|prev| prev.runtime.same_canary(route))
+                    .map(|prev| Arc::clone(&prev.runtime));
+                let runtime = match kept {
+                    Some(runtime) => {
+                        runtime.reconfigure(route, state_dir.clone(), now);
+                        runtime
+                    }
+                    None => RouteRuntime::new(route, state_dir.clone(), shared, now),
+                };
+                Route::new(route, &clients, runtime)
             })
             .collect();
         let table = RouteTable::build(
@@ -113,7 +128,7 @@ impl Snapshot {
 // === impl Route ===
 
 impl Route {
-    pub fn new(config: &RouteConfig, clients: &Clients, state: Arc<RouteState>) -> Route {
+    pub fn new(config: &RouteConfig, clients: &Clients, runtime: Arc<RouteRuntime>) -> Route {
         Route {
             name: Arc::from(config.name.as_str()),
             salt: config.salt.as_bytes().into(),
@@ -126,14 +141,15 @@ impl Route {
                 .collect(),
             stable: Upstream::new(&config.stable, clients),
             canary: Upstream::new(&config.canary, clients),
-            state,
+            runtime,
+            error_statuses: config.budget.error_statuses.clone().into_boxed_slice(),
         }
     }
 
     /// Stable or canary for this request. Rollback beats everything; then the override
     /// header, then the cohort, then the sticky hash against the effective weight.
     pub fn decide(&self, headers: &HeaderMap, peer: IpAddr) -> (Side, Reason) {
-        if self.state.is_rolled_back() {
+        if self.runtime.is_rolled_back() {
             return (Side::Stable, Reason::RolledBack);
         }
         if let Some(name) = &self.override_header {
@@ -147,7 +163,7 @@ impl Route {
                 }
             }
         }
-        let weight = self.state.effective();
+        let weight = self.runtime.effective();
         split::with_sticky_key(&self.sticky, headers, peer, |key| {
             if !self.cohort.is_empty() && self.cohort.contains(key) {
                 return (Side::Canary, Reason::Cohort);
@@ -161,35 +177,5 @@ impl Route {
             Side::Stable => &self.stable,
             Side::Canary => &self.canary,
         }
-    }
-}
-
-// === impl RouteState ===
-
-impl RouteState {
-    pub fn new(weight: Weight) -> RouteState {
-        RouteState {
-            effective: AtomicU16::new(weight.basis_points()),
-            rolled_back: AtomicBool::new(false),
-        }
-    }
-
-    pub fn effective(&self) -> Weight {
-        Weight::from_basis_points(self.effective.load(Ordering::Relaxed)).unwrap_or(Weight::ZERO)
-    }
-
-    pub fn set_effective(&self, weight: Weight) {
-        self.effective
-            .store(weight.basis_points(), Ordering::Relaxed);
-    }
-
-    pub fn is_rolled_back(&self) -> bool {
-        self.rolled_back.load(Ordering::Acquire)
-    }
-
-    /// Latches the rollback: weight 0, overrides and cohorts off.
-    pub fn roll_back(&self) {
-        self.rolled_back.store(true, Ordering::Release);
-        self.effective.store(0, Ordering::Relaxed);
     }
 }

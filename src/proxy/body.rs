@@ -1,23 +1,48 @@
 //! The response body the proxy sends downstream: the upstream's, streamed frame by
-//! frame, or a short proxy-made one.
+//! frame and metered, or a short proxy-made one.
+//!
+//! The meter settles the exchange's outcome when the body ends: at its last frame, at
+//! its trailers (where gRPC puts `grpc-status`), on a body error (the upstream reset
+//! mid-stream), or when the body is dropped early (the client went away: not the
+//! upstream's fault, so the status seen at the head stands).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use crate::rollout::{Outcome, RouteRuntime};
+use crate::routing::Side;
+use crate::telemetry::{Class, ErrorKind};
 
 pin_project! {
     /// A downstream response body. Never buffers the upstream's body.
     #[project = ProxyBodyProj]
     #[derive(Debug)]
     pub enum ProxyBody {
-        Upstream { #[pin] body: Incoming },
+        Upstream { #[pin] body: Incoming, meter: Option<Meter> },
         Synthetic { #[pin] body: Full<Bytes> },
     }
+}
+
+/// Records one exchange's outcome exactly once.
+#[derive(Debug)]
+pub struct Meter {
+    runtime: Arc<RouteRuntime>,
+    side: Side,
+    class: Class,
+    error: Option<ErrorKind>,
+    latency: Duration,
+    grpc: bool,
+    done: bool,
 }
 
 // === impl ProxyBody ===
@@ -35,8 +60,8 @@ impl ProxyBody {
         }
     }
 
-    pub fn upstream(body: Incoming) -> ProxyBody {
-        ProxyBody::Upstream { body }
+    pub fn upstream(body: Incoming, meter: Option<Meter>) -> ProxyBody {
+        ProxyBody::Upstream { body, meter }
     }
 }
 
@@ -49,7 +74,25 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
+            ProxyBodyProj::Upstream { mut body, meter } => {
+                let polled = body.as_mut().poll_frame(cx);
+                if let Some(meter) = meter {
+                    match &polled {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            if let Some(trailers) = frame.trailers_ref() {
+                                meter.trailers(trailers);
+                                meter.finish(None);
+                            } else if body.is_end_stream() {
+                                meter.finish(None);
+                            }
+                        }
+                        Poll::Ready(Some(Err(_))) => meter.finish(Some(ErrorKind::Reset)),
+                        Poll::Ready(None) => meter.finish(None),
+                        Poll::Pending => {}
+                    }
+                }
+                polled
+            }
             ProxyBodyProj::Synthetic { body } => match body.poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
                 Poll::Ready(Some(Err(never))) => match never {},
@@ -61,15 +104,101 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream { body } => body.is_end_stream(),
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
             ProxyBody::Synthetic { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream { body } => body.size_hint(),
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
             ProxyBody::Synthetic { body } => body.size_hint(),
+        }
+    }
+}
+
+// === impl Meter ===
+
+impl Meter {
+    /// An exchange whose response head arrived after `latency`.
+    pub fn new(
+        runtime: Arc<RouteRuntime>,
+        side: Side,
+        class: Class,
+        error: Option<ErrorKind>,
+        latency: Duration,
+        grpc: bool,
+    ) -> Meter {
+        Meter {
+            runtime,
+            side,
+            class,
+            error,
+            latency,
+            grpc,
+            done: false,
+        }
+    }
+
+    fn trailers(&mut self, trailers: &HeaderMap) {
+        if self.grpc && self.error.is_none() && grpc_failed(trailers) {
+            self.error = Some(ErrorKind::Grpc);
+        }
+    }
+
+    fn finish(&mut self, error: Option<ErrorKind>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let outcome = Outcome {
+            class: self.class,
+            error: self.error.or(error),
+            latency: self.latency,
+        };
+        self.runtime.record(self.side, outcome, Instant::now());
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}
+
+/// Whether `grpc-status` names a failure that is the server's doing: UNKNOWN (2),
+/// DEADLINE_EXCEEDED (4), UNIMPLEMENTED (12), INTERNAL (13), UNAVAILABLE (14),
+/// DATA_LOSS (15).
+pub fn grpc_failed(headers: &HeaderMap) -> bool {
+    matches!(
+        headers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(b"2" | b"4" | b"12" | b"13" | b"14" | b"15")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_statuses_that_count() {
+        let mut headers = HeaderMap::new();
+        assert!(!grpc_failed(&headers));
+        for (code, failed) in [
+            ("0", false),
+            ("1", false),
+            ("2", true),
+            ("3", false),
+            ("4", true),
+            ("5", false),
+            ("12", true),
+            ("13", true),
+            ("14", true),
+            ("15", true),
+            ("16", false),
+        ] {
+            headers.insert("grpc-status", code.parse().unwrap());
+            assert_eq!(grpc_failed(&headers), failed, "grpc-status {code}");
         }
     }
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, FORWARDED, HOST, TE,
-    TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT,
+    FORWARDED, HOST, TE, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{Extensions, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -16,9 +16,11 @@ use hyper_util::rt::TokioIo;
 
 use crate::config::Protocol;
 use crate::error::ProxyError;
-use crate::proxy::body::ProxyBody;
+use crate::proxy::body::{grpc_failed, Meter, ProxyBody};
 use crate::proxy::rescue::rescue;
+use crate::rollout::Outcome;
 use crate::routing::{Route, Snapshot};
+use crate::telemetry::{Class, ErrorKind};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -55,8 +57,10 @@ impl ConnInfo {
         ConnInfo {
             peer,
             tls,
-            xff: HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown")),
-            forwarded: HeaderValue::from_str(&forwarded).unwrap_or(HeaderValue::from_static("for=unknown")),
+            xff: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded: HeaderValue::from_str(&forwarded)
+                .unwrap_or(HeaderValue::from_static("for=unknown")),
         }
     }
 }
@@ -142,16 +146,37 @@ async fn forward(
     parts.extensions = Extensions::new();
 
     let request_timeout = snapshot.server().request_timeout;
+    let start = tokio::time::Instant::now();
     let sent = tokio::time::timeout(
         request_timeout,
         upstream.send(Request::from_parts(parts, body)),
     )
     .await;
     let mut response = match sent {
-        Err(_elapsed) => return Err(ProxyError::Timeout(request_timeout)),
-        Ok(Err(err)) => return Err(ProxyError::from_client(err)),
-        Ok(Ok(response)) => response,
-    };
+        Err(_elapsed) => Err(ProxyError::Timeout(request_timeout)),
+        Ok(Err(err)) => Err(ProxyError::from_client(err)),
+        Ok(Ok(response)) => Ok(response),
+    }
+    .inspect_err(|err| {
+        // Failures without a response count against the side's budget, except the
+        // client's own (it aborted its request body).
+        let kind = match err {
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout(_) => ErrorKind::Connect,
+            ProxyError::Timeout(_) => ErrorKind::Timeout,
+            ProxyError::Reset(_) => ErrorKind::Reset,
+            ProxyError::Protocol(_) => ErrorKind::Protocol,
+            _ => return,
+        };
+        let now = tokio::time::Instant::now();
+        let outcome = Outcome {
+            class: Class::Error,
+            error: Some(kind),
+            latency: now.saturating_duration_since(start),
+        };
+        route.runtime.record(side, outcome, now);
+    })?;
+    let latency = start.elapsed();
+    let status = response.status();
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(downstream) = downstream_upgrade else {
@@ -161,13 +186,44 @@ async fn forward(
         };
         let upstream_io = hyper::upgrade::on(&mut response);
         tokio::spawn(tunnel(downstream, upstream_io));
+        let outcome = Outcome {
+            class: Class::Informational,
+            error: None,
+            latency,
+        };
+        route
+            .runtime
+            .record(side, outcome, tokio::time::Instant::now());
         let (parts, _) = response.into_parts();
         return Ok(Response::from_parts(parts, ProxyBody::empty()));
     }
 
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
+    let grpc = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+    let error = if route.error_statuses.iter().any(|m| m.matches(status)) {
+        Some(ErrorKind::Status)
+    } else if grpc && grpc_failed(&parts.headers) {
+        // A trailers-only gRPC response carries its status in the head.
+        Some(ErrorKind::Grpc)
+    } else {
+        None
+    };
+    let meter = Meter::new(
+        Arc::clone(&route.runtime),
+        side,
+        Class::of(status),
+        error,
+        latency,
+        grpc,
+    );
+    Ok(Response::from_parts(
+        parts,
+        ProxyBody::upstream(body, Some(meter)),
+    ))
 }
 
 /// Splices an upgraded (e.g. WebSocket) connection to the upstream's until either

@@ -33,6 +33,8 @@ pub type TestBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 #[derive(Debug, Default)]
 pub struct Seen {
     pub requests: AtomicUsize,
+    /// 0: never fail; N: every Nth request to the default path answers 500.
+    pub fail_every: AtomicUsize,
     pub heads: Mutex<Vec<(http::Method, http::Uri, HeaderMap)>>,
 }
 
@@ -44,7 +46,8 @@ pub struct Seen {
 /// - `/download/N`: streams N bytes
 /// - `/trailers`: echoes request trailers' count and sends trailer `x-checksum: 42`
 /// - `/ws`: `Upgrade` → 101, then echoes bytes
-/// - anything else: 200 with body = the upstream's name
+/// - `/grpc/N`: 200 `application/grpc` with trailer `grpc-status: N`
+/// - anything else: 200 with body = the upstream's name, or 500 per `fail_every`
 ///
 /// Every response carries `x-served-by: NAME`.
 pub struct MockUpstream {
@@ -89,6 +92,11 @@ impl MockUpstream {
         self.seen.requests.load(Ordering::SeqCst)
     }
 
+    /// Every `n`th request to the default path fails with 500 (1: all, 0: none).
+    pub fn fail_every(&self, n: usize) {
+        self.seen.fail_every.store(n, Ordering::SeqCst);
+    }
+
     pub fn last_headers(&self) -> HeaderMap {
         self.seen.heads.lock().unwrap().last().unwrap().2.clone()
     }
@@ -105,7 +113,7 @@ async fn mock_handle(
     seen: Arc<Seen>,
     mut req: Request<Incoming>,
 ) -> Response<TestBody> {
-    seen.requests.fetch_add(1, Ordering::SeqCst);
+    let nth = seen.requests.fetch_add(1, Ordering::SeqCst) + 1;
     {
         let mut heads = seen.heads.lock().unwrap();
         if heads.len() < 10_000 {
@@ -212,7 +220,29 @@ async fn mock_handle(
                 .insert("connection", "upgrade".parse().unwrap());
             response
         }
-        _ => text(StatusCode::OK, name),
+        "grpc" => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", arg.parse().unwrap());
+            let frames = vec![
+                Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let mut response = Response::new(
+                http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed(),
+            );
+            response
+                .headers_mut()
+                .insert("content-type", "application/grpc".parse().unwrap());
+            response
+        }
+        _ => {
+            let every = seen.fail_every.load(Ordering::SeqCst);
+            if every > 0 && nth % every == 0 {
+                text(StatusCode::INTERNAL_SERVER_ERROR, name)
+            } else {
+                text(StatusCode::OK, name)
+            }
+        }
     };
     let mut response = response;
     response
@@ -290,6 +320,7 @@ pub async fn refused_addr() -> SocketAddr {
 /// A proxy serving in this process.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -309,12 +340,14 @@ impl TestProxy {
         };
         let app = App::bind(config).await.unwrap();
         let addr = app.local_addr().unwrap();
+        let admin = app.admin_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.serve(async move {
             let _ = rx.await;
         }));
         TestProxy {
             addr,
+            admin,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -322,6 +355,50 @@ impl TestProxy {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{}",
+            self.admin.expect("no [admin] in this config"),
+            path
+        )
+    }
+
+    /// GET an admin JSON endpoint.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let (status, _, body) = get(&client(), &self.admin_url(path), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// The `/api/v1/routes` entry of `name`.
+    pub async fn route_status(&self, name: &str) -> serde_json::Value {
+        let routes = self.admin_json("/api/v1/routes").await;
+        routes["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no route {name} in {routes}"))
+    }
+
+    /// POST an admin command with an optional bearer token.
+    pub async fn command(
+        &self,
+        route: &str,
+        action: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, String) {
+        let mut req = Request::post(self.admin_url(&format!("/api/v1/routes/{route}/{action}")));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let response = client().request(req.body(empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
     }
 
     /// Signals shutdown and waits for the drain to finish.

@@ -1,0 +1,252 @@
+//! The admin listener: metrics, health, the routes/events API and the operator's
+//! commands. Off the data path; plain HTTP/1.1.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::events::Events;
+use crate::rollout::machine::Command;
+use crate::routing::Snapshot;
+use crate::telemetry::Telemetry;
+
+/// Prometheus text format 0.0.4, as promtool and Prometheus expect it.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What the admin endpoints read.
+#[derive(Debug)]
+pub struct Admin {
+    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    pub events: Arc<Events>,
+    pub telemetry: Arc<Telemetry>,
+    /// False while starting and while draining (`/readyz` answers 503).
+    pub ready: Arc<AtomicBool>,
+}
+
+type AdminResponse = Response<Full<Bytes>>;
+
+/// Serves the admin API on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!(error = %err, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let admin = Arc::clone(&admin);
+        let service = service_fn(move |req| {
+            let admin = Arc::clone(&admin);
+            async move { Ok::<_, Infallible>(handle(&admin, req)) }
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(std::time::Duration::from_secs(10));
+        let conn = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), graceful.shutdown()).await;
+}
+
+fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
+    let path = req.uri().path();
+    let method = req.method();
+    match path {
+        "/metrics" => only_get(method, || {
+            with_type(
+                StatusCode::OK,
+                METRICS_CONTENT_TYPE,
+                admin.telemetry.render(),
+            )
+        }),
+        "/healthz" => only_get(method, || text(StatusCode::OK, "ok\n")),
+        "/readyz" => only_get(method, || {
+            if admin.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready (starting or draining)\n",
+                )
+            }
+        }),
+        "/api/v1/routes" => only_get(method, || {
+            let snapshot = admin.snapshots.load();
+            let now = Instant::now();
+            let routes: Vec<_> = snapshot
+                .routes
+                .iter()
+                .map(|r| r.runtime.status(now))
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({ "generation": snapshot.generation, "routes": routes }),
+            )
+        }),
+        "/api/v1/events" => only_get(method, || {
+            json_response(StatusCode::OK, &json!({ "events": admin.events.list() }))
+        }),
+        "/" => only_get(method, || {
+            text(
+                StatusCode::OK,
+                "canary-proxy admin\n\nGET  /metrics\nGET  /healthz\nGET  /readyz\nGET  /api/v1/routes\nGET  /api/v1/events\nPOST /api/v1/routes/{name}/{rollback|resume|promote|pause}  (Authorization: Bearer TOKEN)\n",
+            )
+        }),
+        _ => match path.strip_prefix("/api/v1/routes/") {
+            Some(rest) => route_command(admin, &req, rest),
+            None => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+        },
+    }
+}
+
+/// `POST /api/v1/routes/{name}/{action}`.
+fn route_command(admin: &Admin, req: &Request<Incoming>, rest: &str) -> AdminResponse {
+    let Some((name, action)) = rest.split_once('/') else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "expected /api/v1/routes/{name}/{action}",
+        );
+    };
+    let Some(command) = Command::parse(action) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown action: use rollback, resume, promote or pause",
+        );
+    };
+    if req.method() != Method::POST {
+        let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let snapshot = admin.snapshots.load();
+    if let Some(refusal) = refuse(&snapshot, req) {
+        return refusal;
+    }
+    let Some(route) = snapshot.route(name) else {
+        return error(StatusCode::NOT_FOUND, &format!("no route named {name:?}"));
+    };
+    match route.runtime.command(command, Instant::now()) {
+        Ok(status) => json_response(StatusCode::OK, &status),
+        Err(conflict) => error(StatusCode::CONFLICT, &conflict.to_string()),
+    }
+}
+
+/// Bearer token check; `Some` is the refusal: 403 when mutations are off, 401 without
+/// a token, 403 with a wrong one. The comparison takes the same time wherever the
+/// tokens differ.
+fn refuse(snapshot: &Snapshot, req: &Request<Incoming>) -> Option<AdminResponse> {
+    let Some(expected) = snapshot
+        .config
+        .admin
+        .as_ref()
+        .and_then(|a| a.token.as_deref())
+    else {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "mutating endpoints are disabled: set [admin] token_file to enable them",
+        ));
+    };
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let Some(presented) = presented else {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Bearer TOKEN",
+        );
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Some(response);
+    };
+    if bool::from(presented.trim().as_bytes().ct_eq(expected.as_bytes())) {
+        None
+    } else {
+        Some(error(StatusCode::FORBIDDEN, "invalid token"))
+    }
+}
+
+fn only_get(method: &Method, f: impl FnOnce() -> AdminResponse) -> AdminResponse {
+    if method == Method::GET || method == Method::HEAD {
+        f()
+    } else {
+        let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        response
+    }
+}
+
+fn with_type(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> AdminResponse {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn text(status: StatusCode, body: &'static str) -> AdminResponse {
+    with_type(status, "text/plain; charset=utf-8", body)
+}
+
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> AdminResponse {
+    match serde_json::to_vec(value) {
+        Ok(body) => with_type(status, "application/json", body),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> AdminResponse {
+    let body = json!({ "error": message }).to_string();
+    with_type(status, "application/json", body)
+}

@@ -1,0 +1,369 @@
+//! Metrics: names, descriptions, histogram buckets, and handles resolved once.
+//!
+//! Each `App` owns its own Prometheus recorder (no global), so several proxies in one
+//! process (tests) do not mix their numbers. Handles are registered when a route's
+//! runtime is created; the request path only calls `increment` / `record` on them.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::rollout::machine::Phase;
+use crate::routing::Side;
+
+pub const REQUESTS_TOTAL: &str = "canary_proxy_requests_total";
+pub const REQUEST_DURATION: &str = "canary_proxy_request_duration_seconds";
+pub const UPSTREAM_ERRORS_TOTAL: &str = "canary_proxy_upstream_errors_total";
+pub const CANARY_WEIGHT_RATIO: &str = "canary_proxy_canary_weight_ratio";
+pub const CANARY_CONFIGURED_WEIGHT_RATIO: &str = "canary_proxy_canary_configured_weight_ratio";
+pub const ROLLBACKS_TOTAL: &str = "canary_proxy_rollbacks_total";
+pub const CANARY_STATE: &str = "canary_proxy_canary_state";
+pub const CONFIG_RELOADS_TOTAL: &str = "canary_proxy_config_reloads_total";
+pub const CONFIG_LAST_RELOAD_SUCCESS: &str =
+    "canary_proxy_config_last_reload_success_timestamp_seconds";
+pub const OPEN_CONNECTIONS: &str = "canary_proxy_open_connections";
+pub const BUILD_INFO: &str = "canary_proxy_build_info";
+pub const WOULD_ROLLBACK_TOTAL: &str = "canary_proxy_would_rollback_total";
+
+/// Upper bounds of `request_duration_seconds`, in seconds. From sub-millisecond (a
+/// sidecar hop on loopback) to 30 s (the default `request_timeout`), roughly ×2–2.5
+/// apart so a p99 can be read within a factor of about two anywhere in that range.
+pub const REQUEST_DURATION_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+    30.0,
+];
+
+/// `class` label of `requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Informational,
+    Success,
+    Redirect,
+    ClientError,
+    ServerError,
+    /// No response from the upstream (connect failure, timeout, reset, protocol).
+    Error,
+}
+
+/// `kind` label of `upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Connect,
+    Timeout,
+    Reset,
+    Protocol,
+    /// A status listed in `error_statuses`.
+    Status,
+    /// A failing `grpc-status`.
+    Grpc,
+}
+
+/// Rollback reasons (`reason` label of `rollbacks_total`).
+pub const ROLLBACK_REASONS: [&str; 4] = [
+    "error_rate",
+    "error_rate_vs_stable",
+    "p99_latency",
+    "manual",
+];
+
+/// The process's metrics.
+#[derive(Debug)]
+pub struct Telemetry {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    pub reloads_success: Counter,
+    pub reloads_failure: Counter,
+    pub last_reload_success: Gauge,
+    open_connections_gauge: Gauge,
+    /// Maintained by the listener; copied into the gauge at scrape time.
+    pub open_connections: Arc<AtomicUsize>,
+}
+
+/// The handles of one route.
+#[derive(Debug)]
+pub struct RouteMeters {
+    requests: [[Counter; 6]; 2],
+    duration: [Histogram; 2],
+    errors: [[Counter; 6]; 2],
+    pub weight_ratio: Gauge,
+    pub configured_ratio: Gauge,
+    rollbacks: [Counter; 4],
+    states: [Gauge; 5],
+    pub would_rollback: Counter,
+}
+
+static METADATA: Metadata<'static> =
+    Metadata::new("canary_proxy", metrics::Level::INFO, Some("canary_proxy"));
+
+// === impl Telemetry ===
+
+impl Telemetry {
+    pub fn new() -> Arc<Telemetry> {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(REQUEST_DURATION.to_string()),
+                &REQUEST_DURATION_BUCKETS,
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        describe(&recorder);
+        let counter = |name: &'static str, labels: Vec<Label>| {
+            recorder.register_counter(&Key::from_parts(name, labels), &METADATA)
+        };
+        let reloads_success = counter(CONFIG_RELOADS_TOTAL, vec![Label::new("result", "success")]);
+        let reloads_failure = counter(CONFIG_RELOADS_TOTAL, vec![Label::new("result", "failure")]);
+        let last_reload_success =
+            recorder.register_gauge(&Key::from_name(CONFIG_LAST_RELOAD_SUCCESS), &METADATA);
+        let open_connections_gauge =
+            recorder.register_gauge(&Key::from_name(OPEN_CONNECTIONS), &METADATA);
+        recorder
+            .register_gauge(
+                &Key::from_parts(
+                    BUILD_INFO,
+                    vec![Label::new("version", env!("CARGO_PKG_VERSION"))],
+                ),
+                &METADATA,
+            )
+            .set(1.0);
+        Arc::new(Telemetry {
+            recorder,
+            handle,
+            reloads_success,
+            reloads_failure,
+            last_reload_success,
+            open_connections_gauge,
+            open_connections: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Registers (or finds) every series of `route`.
+    pub fn route_meters(&self, route: &str) -> RouteMeters {
+        let route: SharedString = route.to_string().into();
+        let key = |name: &'static str, extra: &[(&'static str, &'static str)]| {
+            let mut labels = vec![Label::new("route", route.clone())];
+            labels.extend(extra.iter().map(|&(k, v)| Label::new(k, v)));
+            Key::from_parts(name, labels)
+        };
+        let sides = [Side::Stable, Side::Canary];
+        RouteMeters {
+            requests: sides.map(|side| {
+                Class::ALL.map(|class| {
+                    self.recorder.register_counter(
+                        &key(
+                            REQUESTS_TOTAL,
+                            &[("upstream", side_label(side)), ("class", class.as_str())],
+                        ),
+                        &METADATA,
+                    )
+                })
+            }),
+            duration: sides.map(|side| {
+                self.recorder.register_histogram(
+                    &key(REQUEST_DURATION, &[("upstream", side_label(side))]),
+                    &METADATA,
+                )
+            }),
+            errors: sides.map(|side| {
+                ErrorKind::ALL.map(|kind| {
+                    self.recorder.register_counter(
+                        &key(
+                            UPSTREAM_ERRORS_TOTAL,
+                            &[("upstream", side_label(side)), ("kind", kind.as_str())],
+                        ),
+                        &METADATA,
+                    )
+                })
+            }),
+            weight_ratio: self
+                .recorder
+                .register_gauge(&key(CANARY_WEIGHT_RATIO, &[]), &METADATA),
+            configured_ratio: self
+                .recorder
+                .register_gauge(&key(CANARY_CONFIGURED_WEIGHT_RATIO, &[]), &METADATA),
+            rollbacks: ROLLBACK_REASONS.map(|reason| {
+                self.recorder
+                    .register_counter(&key(ROLLBACKS_TOTAL, &[("reason", reason)]), &METADATA)
+            }),
+            states: Phase::ALL.map(|phase| {
+                self.recorder
+                    .register_gauge(&key(CANARY_STATE, &[("state", phase.as_str())]), &METADATA)
+            }),
+            would_rollback: self
+                .recorder
+                .register_counter(&key(WOULD_ROLLBACK_TOTAL, &[]), &METADATA),
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.open_connections_gauge
+            .set(self.open_connections.load(Ordering::Relaxed) as f64);
+        self.handle.render()
+    }
+
+    /// Drains histogram buffers; run on a timer so memory stays bounded between scrapes.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+}
+
+fn describe(recorder: &PrometheusRecorder) {
+    let c = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+        recorder.describe_counter(KeyName::from(name), unit, help.into())
+    };
+    let g = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+        recorder.describe_gauge(KeyName::from(name), unit, help.into())
+    };
+    c(REQUESTS_TOTAL, None, "Requests proxied, by route, upstream side (stable|canary) and response class (2xx|3xx|4xx|5xx|error).");
+    recorder.describe_histogram(
+        KeyName::from(REQUEST_DURATION),
+        Some(Unit::Seconds),
+        "Time from sending a request upstream to the response head, by route and upstream side."
+            .into(),
+    );
+    c(UPSTREAM_ERRORS_TOTAL, None, "Upstream outcomes counted against the error budget, by kind (connect|timeout|reset|protocol|status|grpc).");
+    g(
+        CANARY_WEIGHT_RATIO,
+        None,
+        "Share of sticky keys the canary gets right now (0 after a rollback), 0..1.",
+    );
+    g(
+        CANARY_CONFIGURED_WEIGHT_RATIO,
+        None,
+        "canary_weight from the config, 0..1.",
+    );
+    c(
+        ROLLBACKS_TOTAL,
+        None,
+        "Canary rollbacks, by reason (error_rate|error_rate_vs_stable|p99_latency|manual).",
+    );
+    g(CANARY_STATE, None, "1 for the route's current canary state (steady|rolling_out|paused|rolled_back|promoted), 0 otherwise.");
+    c(
+        CONFIG_RELOADS_TOTAL,
+        None,
+        "Config reloads by result (success|failure).",
+    );
+    g(
+        CONFIG_LAST_RELOAD_SUCCESS,
+        Some(Unit::Seconds),
+        "Unix time of the last successful config load.",
+    );
+    g(OPEN_CONNECTIONS, None, "Open downstream connections.");
+    g(
+        BUILD_INFO,
+        None,
+        "Always 1; the version label says which build runs.",
+    );
+    c(
+        WOULD_ROLLBACK_TOTAL,
+        None,
+        "Budget breaches seen while enforce = false (observe-only).",
+    );
+}
+
+fn side_label(side: Side) -> &'static str {
+    match side {
+        Side::Stable => "stable",
+        Side::Canary => "canary",
+    }
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::Stable => 0,
+        Side::Canary => 1,
+    }
+}
+
+// === impl RouteMeters ===
+
+impl RouteMeters {
+    /// Hot path: counts one exchange.
+    pub fn record(&self, side: Side, class: Class, error: Option<ErrorKind>, seconds: Option<f64>) {
+        let s = side_index(side);
+        self.requests[s][class as usize].increment(1);
+        if let Some(kind) = error {
+            self.errors[s][kind as usize].increment(1);
+        }
+        if let Some(seconds) = seconds {
+            self.duration[s].record(seconds);
+        }
+    }
+
+    pub fn rollback(&self, reason: &str) {
+        if let Some(i) = ROLLBACK_REASONS.iter().position(|r| *r == reason) {
+            self.rollbacks[i].increment(1);
+        }
+    }
+
+    pub fn set_state(&self, phase: Phase) {
+        for (gauge, p) in self.states.iter().zip(Phase::ALL) {
+            gauge.set(if p == phase { 1.0 } else { 0.0 });
+        }
+    }
+}
+
+// === impl Class ===
+
+impl Class {
+    pub const ALL: [Class; 6] = [
+        Class::Informational,
+        Class::Success,
+        Class::Redirect,
+        Class::ClientError,
+        Class::ServerError,
+        Class::Error,
+    ];
+
+    pub fn of(status: http::StatusCode) -> Class {
+        match status.as_u16() / 100 {
+            1 => Class::Informational,
+            2 => Class::Success,
+            3 => Class::Redirect,
+            4 => Class::ClientError,
+            _ => Class::ServerError,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Informational => "1xx",
+            Class::Success => "2xx",
+            Class::Redirect => "3xx",
+            Class::ClientError => "4xx",
+            Class::ServerError => "5xx",
+            Class::Error => "error",
+        }
+    }
+}
+
+// === impl ErrorKind ===
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Connect,
+        ErrorKind::Timeout,
+        ErrorKind::Reset,
+        ErrorKind::Protocol,
+        ErrorKind::Status,
+        ErrorKind::Grpc,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Status => "status",
+            ErrorKind::Grpc => "grpc",
+        }
+    }
+}
