@@ -147,6 +147,9 @@ fn run(path: &std::path::Path) -> ExitCode {
         if let Ok(addr) = app.local_addr() {
             tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "canary-proxy listening");
         }
+        if let Some(addr) = app.admin_addr() {
+            tracing::info!(%addr, "admin listening");
+        }
         app.serve(shutdown_signal()).await;
         tracing::info!("stopped");
         ExitCode::SUCCESS

@@ -456,7 +456,14 @@ pub async fn drive(
                     route.runtime.tick(now);
                 }
             }
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
         }
     }
+    // A breach tripped just before shutdown must still be persisted and reported.
+    while let Ok(trip) = trips.try_recv() {
+        trip.runtime.settle(trip.breach, trip.at);
+    }
 }
+
+#[cfg(test)]
+mod tests;

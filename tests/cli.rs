@@ -110,9 +110,13 @@ fn missing_file_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/canary.toml"));
 }
 
-/// Starts the binary on `config` and returns it with its listen address (read from
-/// its log). Its stderr keeps being drained by a thread.
-fn spawn_proxy(config: &Path) -> (std::process::Child, SocketAddr) {
+/// Starts the binary on `config` and returns it with its listen address and, when the
+/// config has `[admin]`, the admin address (both read from its log). Its stderr keeps
+/// being drained by a thread.
+fn spawn_proxy(
+    config: &Path,
+    with_admin: bool,
+) -> (std::process::Child, SocketAddr, Option<SocketAddr>) {
     let mut child = Command::new(BIN)
         .args(["run", "-c", config.to_str().unwrap()])
         .env("RUST_LOG", "info")
@@ -130,16 +134,90 @@ fn spawn_proxy(config: &Path) -> (std::process::Child, SocketAddr) {
             }
         }
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("proxy did not start");
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .unwrap()
-        .parse()
+    let addr_of = |line: String| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let proxy = addr_of(
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("proxy did not start"),
+    );
+    let admin = with_admin.then(|| {
+        addr_of(
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("no admin listener"),
+        )
+    });
+    (child, proxy, admin)
+}
+
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
         .unwrap();
-    (child, addr)
+    assert!(status.success());
+}
+
+/// A rollback survives a restart of the process: same config, same state dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_latch_survives_a_process_restart() {
+    let stable = MockUpstream::start("stable").await;
+    let canary = MockUpstream::start("canary").await;
+    canary.fail_every(1);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"1s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n{}[route.budget]\nmin_requests = 5\n",
+            route_toml("r", stable.addr, canary.addr, 100.0, "")
+        ),
+    )
+    .unwrap();
+    let (first, addr, admin) = spawn_proxy(&config, true);
+    let client = client();
+    for _ in 0..10 {
+        get(&client, &format!("http://{addr}/"), &[]).await;
+    }
+    let routes = get(
+        &client,
+        &format!("http://{}/api/v1/routes", admin.unwrap()),
+        &[],
+    )
+    .await
+    .2;
+    assert!(routes.contains("\"state\":\"rolled_back\""), "{routes}");
+    sigterm(&first);
+    let mut first = first;
+    tokio::task::spawn_blocking(move || first.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(dir.path().join("state/route-r.json").exists());
+
+    let (second, addr, admin) = spawn_proxy(&config, true);
+    let routes = get(
+        &client,
+        &format!("http://{}/api/v1/routes", admin.unwrap()),
+        &[],
+    )
+    .await
+    .2;
+    assert!(routes.contains("\"state\":\"rolled_back\""), "{routes}");
+    let served = canary.requests();
+    for _ in 0..20 {
+        let (_, headers, _) = get(&client, &format!("http://{addr}/"), &[]).await;
+        assert_eq!(headers["x-served-by"], "stable");
+    }
+    assert_eq!(canary.requests(), served);
+    sigterm(&second);
+    let mut second = second;
+    tokio::task::spawn_blocking(move || second.wait().unwrap())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +233,7 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
         ),
     )
     .unwrap();
-    let (mut child, addr) = spawn_proxy(&config);
+    let (mut child, addr, _) = spawn_proxy(&config, false);
 
     let client = client();
     let url = format!("http://{addr}/slow/1500");
@@ -168,11 +246,7 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(stable.requests(), 1);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
