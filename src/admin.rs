@@ -21,6 +21,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::events::Events;
@@ -43,12 +44,22 @@ pub struct Admin {
 
 type AdminResponse = Response<Full<Bytes>>;
 
-/// Serves the admin API on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Future<Output = ()>) {
+/// Serves the admin API on `listener` until `shutdown`; a listener received on
+/// `rebind` (a reload changed `[admin] listen`) replaces it.
+pub async fn serve(
+    mut listener: TcpListener,
+    admin: Arc<Admin>,
+    mut rebind: mpsc::UnboundedReceiver<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
+            Some(next) = rebind.recv() => {
+                listener = next;
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(err) => {

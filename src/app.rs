@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use http::Uri;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::events::Events;
+use crate::reload::{Reloader, Watch};
 use crate::rollout::{Shared, Trip};
 use crate::routing::Snapshot;
 use crate::telemetry::Telemetry;
@@ -33,6 +35,9 @@ pub struct App {
     shared: Arc<Shared>,
     trips: mpsc::UnboundedReceiver<Trip>,
     ready: Arc<AtomicBool>,
+    webhook: Arc<ArcSwapOption<Uri>>,
+    /// Watch this file (and SIGHUP) for config changes.
+    reload_from: Option<(std::path::PathBuf, Watch)>,
 }
 
 // === impl App ===
@@ -45,11 +50,11 @@ impl App {
             Some(admin) => Some(bind(admin.listen, "admin listen").await?),
             None => None,
         };
-        let notify = config
-            .notify
-            .as_ref()
-            .map(|n| crate::notify::spawn(n.webhook.clone()));
-        let events = Arc::new(Events::new(notify));
+        let webhook = Arc::new(ArcSwapOption::from(
+            config.notify.as_ref().map(|n| Arc::new(n.webhook.clone())),
+        ));
+        let notifier = crate::notify::spawn(Arc::clone(&webhook));
+        let events = Arc::new(Events::new(Some(notifier)));
         let telemetry = Telemetry::new();
         telemetry.last_reload_success.set(unix_now());
         let (shared, trips) = Shared::new(events, telemetry);
@@ -61,7 +66,17 @@ impl App {
             shared,
             trips,
             ready: Arc::new(AtomicBool::new(false)),
+            webhook,
+            reload_from: None,
         })
+    }
+
+    /// Reloads the config from `path` when it changes on disk or on SIGHUP. The watch
+    /// starts now, so a change made before `serve` runs is not missed.
+    pub fn reload_from(mut self, path: std::path::PathBuf) -> App {
+        let watch = Watch::install(&path);
+        self.reload_from = Some((path, watch));
+        self
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -113,6 +128,8 @@ impl App {
                 }
             })
         };
+        let (rebind, rebind_rx) = mpsc::unbounded_channel();
+        let (rebind_admin, rebind_admin_rx) = mpsc::unbounded_channel();
         let admin = self.admin_listener.map(|listener| {
             let admin = Arc::new(Admin {
                 snapshots: Arc::clone(&self.snapshots),
@@ -120,7 +137,23 @@ impl App {
                 telemetry: Arc::clone(&telemetry),
                 ready: Arc::clone(&self.ready),
             });
-            tokio::spawn(crate::admin::serve(listener, admin, stopped()))
+            tokio::spawn(crate::admin::serve(
+                listener,
+                admin,
+                rebind_admin_rx,
+                stopped(),
+            ))
+        });
+        let reloader = self.reload_from.map(|(path, watch)| {
+            let reloader = Arc::new(Reloader::new(
+                path,
+                Arc::clone(&self.snapshots),
+                Arc::clone(&self.shared),
+                Arc::clone(&self.webhook),
+                rebind,
+                rebind_admin,
+            ));
+            tokio::spawn(reloader.run(watch, stopped()))
         });
 
         self.ready.store(true, Ordering::Release);
@@ -134,6 +167,7 @@ impl App {
             self.listener,
             Arc::clone(&self.snapshots),
             Arc::clone(&telemetry.open_connections),
+            rebind_rx,
             shutdown,
         )
         .await;
@@ -143,6 +177,9 @@ impl App {
         let _ = upkeep.await;
         if let Some(admin) = admin {
             let _ = admin.await;
+        }
+        if let Some(reloader) = reloader {
+            let _ = reloader.await;
         }
     }
 }

@@ -12,6 +12,7 @@
 //!   and state machine (`machine`), persisted decisions (`store`), the driver.
 //! - `telemetry`: metric names, buckets and pre-resolved handles.
 //! - `events`: decision events (log, `/api/v1/events`, webhook); `notify`: the webhook.
+//! - `reload`: watch the config (directory + SIGHUP), validate whole, swap.
 //! - `admin`: the admin listener (metrics, health, API, commands).
 //! - `app`: wiring for the binary: load, bind, serve until a signal, drain.
 
@@ -22,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod notify;
 pub mod proxy;
+pub mod reload;
 pub mod rollout;
 pub mod routing;
 pub mod telemetry;

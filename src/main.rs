@@ -138,7 +138,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     };
     runtime.block_on(async move {
         let app = match App::bind(config).await {
-            Ok(app) => app,
+            Ok(app) => app.reload_from(path.to_path_buf()),
             Err(err) => {
                 tracing::error!(error = %err, "cannot start");
                 return ExitCode::from(1);

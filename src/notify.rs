@@ -1,7 +1,10 @@
 //! The webhook notifier: POSTs each event as JSON, in order, retrying with backoff, on
 //! its own task. The data path only pushes into an unbounded channel.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
 
 use bytes::Bytes;
 use http::{Request, Uri};
@@ -19,16 +22,20 @@ pub const BACKOFF: Duration = Duration::from_millis(200);
 /// Per-attempt limit, connect to response head.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Starts the notifier for `webhook`; events sent on the returned channel are delivered.
-pub fn spawn(webhook: Uri) -> mpsc::UnboundedSender<Event> {
+/// Starts the notifier; events sent on the returned channel are delivered to the
+/// current `webhook` (a reload may set, change or remove it; none: dropped).
+pub fn spawn(webhook: Arc<ArcSwapOption<Uri>>) -> mpsc::UnboundedSender<Event> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(run(webhook, rx));
     tx
 }
 
-async fn run(webhook: Uri, mut rx: mpsc::UnboundedReceiver<Event>) {
+async fn run(webhooks: Arc<ArcSwapOption<Uri>>, mut rx: mpsc::UnboundedReceiver<Event>) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     while let Some(event) = rx.recv().await {
+        let Some(webhook) = webhooks.load_full() else {
+            continue;
+        };
         let body = match serde_json::to_vec(&event) {
             Ok(body) => Bytes::from(body),
             Err(err) => {
@@ -38,7 +45,7 @@ async fn run(webhook: Uri, mut rx: mpsc::UnboundedReceiver<Event>) {
         };
         let mut delay = BACKOFF;
         for attempt in 1..=ATTEMPTS {
-            let request = Request::post(webhook.clone())
+            let request = Request::post((*webhook).clone())
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(body.clone()));
             let request = match request {

@@ -71,7 +71,8 @@ pub struct RouteRuntime {
     rolled_back: AtomicBool,
     /// Hot path: the split weight in basis points.
     effective: AtomicU16,
-    window: Window,
+    /// Replaced (and so cleared) when a reload changes `budget.window`.
+    window: ArcSwap<Window>,
     budget: ArcSwap<BudgetConfig>,
     machine: Mutex<Machine>,
     meters: RouteMeters,
@@ -165,7 +166,7 @@ impl RouteRuntime {
             identity,
             rolled_back: AtomicBool::new(false),
             effective: AtomicU16::new(0),
-            window: Window::new(route.budget.window, now),
+            window: ArcSwap::from_pointee(Window::new(route.budget.window, now)),
             budget: ArcSwap::from_pointee(route.budget.clone()),
             meters: shared.telemetry.route_meters(&route.name),
             machine: Mutex::new(machine),
@@ -180,15 +181,20 @@ impl RouteRuntime {
         runtime
     }
 
-    /// Whether this runtime can carry on for `route` after a reload: same canary and
-    /// same window length.
+    /// Whether this runtime can carry on for `route` after a reload: same canary
+    /// (version and endpoints).
     pub fn same_canary(&self, route: &RouteConfig) -> bool {
-        self.identity == identity(route) && self.window.length() == route.budget.window
+        self.identity == identity(route)
     }
 
     /// Applies a reloaded config of the same canary: new budget, weight and rollout;
-    /// the latch and the window are kept.
+    /// the latch and the rollout step are kept, and so is the window unless its length
+    /// changed (then it starts empty).
     pub fn reconfigure(&self, route: &RouteConfig, state_dir: Option<PathBuf>, now: Instant) {
+        if self.window.load().length() != route.budget.window {
+            self.window
+                .store(Arc::new(Window::new(route.budget.window, now)));
+        }
         self.budget.store(Arc::new(route.budget.clone()));
         *self.state_dir.lock().unwrap_or_else(|p| p.into_inner()) = state_dir;
         self.meters
@@ -220,10 +226,11 @@ impl RouteRuntime {
             Some(outcome.latency.as_secs_f64()),
         );
         let budget = self.budget.load();
+        let window = self.window.load();
         let slow = budget
             .max_p99_latency
             .is_some_and(|limit| outcome.latency > limit);
-        self.window.record(
+        window.record(
             side,
             Sample {
                 error: outcome.error.is_some(),
@@ -233,9 +240,9 @@ impl RouteRuntime {
             now,
         );
         if side == Side::Canary && !self.is_rolled_back() {
-            let stable = self.window.stats(Side::Stable, now);
-            let canary = self.window.stats(Side::Canary, now);
-            if let Some(breach) = judge(&budget, stable, canary, self.window.length()) {
+            let stable = window.stats(Side::Stable, now);
+            let canary = window.stats(Side::Canary, now);
+            if let Some(breach) = judge(&budget, stable, canary, window.length()) {
                 self.trip(breach, now);
             }
         }
@@ -278,11 +285,12 @@ impl RouteRuntime {
     pub fn tick(&self, now: Instant) {
         let within = !self.is_rolled_back() && {
             let budget = self.budget.load();
+            let window = self.window.load();
             judge(
                 &budget,
-                self.window.stats(Side::Stable, now),
-                self.window.stats(Side::Canary, now),
-                self.window.length(),
+                window.stats(Side::Stable, now),
+                window.stats(Side::Canary, now),
+                window.length(),
             )
             .is_none()
         };
@@ -300,7 +308,7 @@ impl RouteRuntime {
             if let Some(decision) = machine.command(command, now)? {
                 if was == Phase::RolledBack {
                     // A resumed (or force-promoted) canary is judged on fresh evidence.
-                    self.window.clear();
+                    self.window.load().clear();
                 }
                 self.apply(&machine, decision);
             }
@@ -310,8 +318,9 @@ impl RouteRuntime {
 
     pub fn status(&self, now: Instant) -> RouteStatus {
         let machine = self.lock();
+        let window = self.window.load();
         let side = |side| {
-            let report = self.window.report(side, now);
+            let report = window.report(side, now);
             SideStatus {
                 requests: report.stats.requests,
                 errors: report.stats.errors,
@@ -326,7 +335,7 @@ impl RouteRuntime {
             effective_weight: self.effective().percent(),
             canary_version: self.identity.version.clone(),
             window: WindowStatus {
-                seconds: self.window.length().as_secs_f64(),
+                seconds: window.length().as_secs_f64(),
                 stable: side(Side::Stable),
                 canary: side(Side::Canary),
             },

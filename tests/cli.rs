@@ -260,3 +260,65 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
 }
+
+/// SIGHUP re-reads the config: rotate the admin token (kept outside the watched
+/// directory, so only the signal can pick it up) and the new token works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config() {
+    let up = MockUpstream::start("up").await;
+    let config_dir = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("token");
+    std::fs::write(&token, "old-token").unwrap();
+    let config = config_dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"1s\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n{}",
+            token.display(),
+            route_toml("r", up.addr, up.addr, 0.0, "")
+        ),
+    )
+    .unwrap();
+    let (mut child, _, admin) = spawn_proxy(&config, true);
+    let admin = admin.unwrap();
+    let pause = |token: &'static str| {
+        let url = format!("http://{admin}/api/v1/routes/r/pause");
+        async move {
+            let req = http::Request::post(url)
+                .header("authorization", format!("Bearer {token}"))
+                .body(empty())
+                .unwrap();
+            client().request(req).await.unwrap().status()
+        }
+    };
+    std::fs::write(&token, "new-token").unwrap();
+    assert_eq!(
+        pause("new-token").await,
+        StatusCode::FORBIDDEN,
+        "not reloaded yet"
+    );
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut accepted = false;
+    for _ in 0..100 {
+        if pause("new-token").await == StatusCode::OK {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(accepted, "SIGHUP did not reload the token");
+    assert_eq!(pause("old-token").await, StatusCode::FORBIDDEN);
+    let events = get(&client(), &format!("http://{admin}/api/v1/events"), &[])
+        .await
+        .2;
+    assert!(events.contains("\"trigger\":\"sighup\""), "{events}");
+    sigterm(&child);
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+}

@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 use crate::config::ServerConfig;
 use crate::proxy::forward::{proxy, ConnInfo};
@@ -22,11 +23,14 @@ use crate::routing::Snapshot;
 const MIN_H1_BUF: usize = 8192;
 
 /// Accepts on `listener` until `shutdown` resolves, then stops accepting and lets
-/// in-flight requests finish for up to `drain_timeout`. Returns when drained.
+/// in-flight requests finish for up to `drain_timeout`. Returns when drained. A
+/// listener received on `rebind` (a reload changed `listen`) replaces the current one;
+/// connections accepted on the old one carry on.
 pub async fn serve(
-    listener: TcpListener,
+    mut listener: TcpListener,
     snapshots: Arc<ArcSwap<Snapshot>>,
     open_connections: Arc<AtomicUsize>,
+    mut rebind: mpsc::UnboundedReceiver<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -34,6 +38,15 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            Some(next) = rebind.recv() => {
+                tracing::info!(
+                    from = ?listener.local_addr().ok(),
+                    to = ?next.local_addr().ok(),
+                    "listen address changed"
+                );
+                listener = next;
+                continue;
+            }
             () = &mut shutdown => break,
         };
         let (stream, peer) = match accepted {

@@ -353,6 +353,38 @@ impl TestProxy {
         }
     }
 
+    /// Starts a proxy from a config file that it watches for changes (hot reload).
+    pub async fn start_watching(path: &Path) -> TestProxy {
+        let config = canary_proxy::config::Config::load(path).unwrap();
+        let app = App::bind(config)
+            .await
+            .unwrap()
+            .reload_from(path.to_path_buf());
+        let addr = app.local_addr().unwrap();
+        let admin = app.admin_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(async move {
+            let _ = rx.await;
+        }));
+        TestProxy {
+            addr,
+            admin,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// The value of a metric line `NAME{LABELS} VALUE` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = get(&client(), &self.admin_url("/metrics"), &[]).await.2;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
