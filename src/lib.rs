@@ -14,11 +14,13 @@
 //! - `events`: decision events (log, `/api/v1/events`, webhook); `notify`: the webhook.
 //! - `reload`: watch the config (directory + SIGHUP), validate whole, swap.
 //! - `admin`: the admin listener (metrics, health, API, commands).
+//! - `demo`: the self-contained `demo` command.
 //! - `app`: wiring for the binary: load, bind, serve until a signal, drain.
 
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod events;
 pub mod notify;

@@ -36,6 +36,15 @@ enum Command {
     Run,
     /// Validate a config file and print a summary of its routes.
     Check,
+    /// Self-contained demo: backends, proxy, load; the canary fails and is rolled back.
+    Demo {
+        /// Compress every phase (about 3 s in all).
+        #[arg(long)]
+        short: bool,
+        /// Keep everything running after the summary (explore the dashboard).
+        #[arg(long)]
+        keep_running: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -46,20 +55,57 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let command = cli.command.unwrap_or(Command::Run);
+    // The demo prints its own timeline; its logs would only interleave with it.
+    let default_level = match command {
+        Command::Demo { .. } => "warn",
+        Command::Run | Command::Check => "info",
+    };
+    init_tracing(cli.log_format, default_level);
+    if let Command::Demo {
+        short,
+        keep_running,
+    } = command
+    {
+        return demo(short, keep_running);
+    }
     let Some(path) = cli.config else {
         eprintln!("error: a config file is required: canary-proxy run -c FILE (see --help)");
         return ExitCode::from(2);
     };
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
         Command::Check => check(&path),
-        Command::Run => run(&path),
+        Command::Run | Command::Demo { .. } => run(&path),
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn demo(short: bool, keep_running: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let options = canary_proxy::demo::DemoOptions {
+        short,
+        keep_running,
+    };
+    match runtime.block_on(canary_proxy::demo::run(options)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: demo failed: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -322,3 +322,36 @@ async fn sighup_reloads_the_config() {
         .await
         .unwrap();
 }
+
+#[test]
+fn demo_runs_to_completion_and_reports_a_rollback() {
+    let out = Command::new(BIN)
+        .args(["demo", "--short"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("<< ROLLBACK shop: error_rate"), "{stdout}");
+    assert!(
+        stdout.contains("rolled back                           yes (error_rate)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("canary requests after rollback        0"),
+        "{stdout}"
+    );
+    let failed: u64 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("failed canary requests before it"))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no failed-request count in:\n{stdout}"));
+    assert!((1..200).contains(&failed), "{failed}");
+    assert!(
+        stdout.contains("-- step: canary weight 25 % → 50 %"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,425 @@
+//! `canary-proxy demo`: the whole product in one command. In-process stable and canary
+//! backends, the proxy in front of them with a short rollout, a bounded load of
+//! simulated users, and a live timeline; partway through, the canary starts failing
+//! and the proxy rolls it back by itself.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::config::parse_str;
+
+/// The demo's knobs. `short` compresses every phase for tests.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoOptions {
+    pub short: bool,
+    pub keep_running: bool,
+}
+
+/// What the demo observed; printed at the end and checked by tests.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub requests: u64,
+    pub stable_requests: u64,
+    pub canary_requests: u64,
+    pub users: usize,
+    pub users_exposed: usize,
+    pub rolled_back: bool,
+    pub rollback_reason: Option<String>,
+    pub failed_canary_before_rollback: u64,
+    pub canary_requests_after_rollback: u64,
+    pub time_to_rollback: Option<Duration>,
+}
+
+struct Timing {
+    step_interval: &'static str,
+    fail_at: Duration,
+    end_at: Duration,
+    tick: Duration,
+    worker_pause: Duration,
+}
+
+const USERS: u64 = 1000;
+const WORKERS: u64 = 8;
+const ROUTE: &str = "shop";
+
+/// Shared counters between the load workers and the timeline.
+#[derive(Debug, Default)]
+struct Tally {
+    stable: AtomicU64,
+    canary: AtomicU64,
+    canary_failed: AtomicU64,
+    canary_after_rollback: AtomicU64,
+    exposed: Mutex<HashSet<u64>>,
+}
+
+/// Runs the demo and prints it to stdout. Returns what it saw.
+pub async fn run(options: DemoOptions) -> std::io::Result<Summary> {
+    let timing = if options.short {
+        Timing {
+            step_interval: "400ms",
+            // After the 50 % step (1.2 s), before the 100 % one (1.6 s).
+            fail_at: Duration::from_millis(1300),
+            end_at: Duration::from_millis(2500),
+            tick: Duration::from_millis(300),
+            worker_pause: Duration::from_millis(5),
+        }
+    } else {
+        Timing {
+            step_interval: "3s",
+            // After the 50 % step (9 s), before the 100 % one (12 s).
+            fail_at: Duration::from_secs(10),
+            end_at: Duration::from_secs(15),
+            tick: Duration::from_secs(1),
+            worker_pause: Duration::from_millis(20),
+        }
+    };
+
+    let failing = Arc::new(AtomicBool::new(false));
+    let stable = backend("stable v1", None).await?;
+    let canary = backend("canary v2-demo", Some(Arc::clone(&failing))).await?;
+    let state = tempfile_dir()?;
+    let token_file = state.join("admin-token");
+    std::fs::write(&token_file, "demo-token\n")?;
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+drain_timeout = "1s"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{token}"
+[[route]]
+name = "{ROUTE}"
+stable = {{ endpoints = ["{stable}"] }}
+canary = {{ endpoints = ["{canary}"], version = "v2-demo" }}
+canary_weight = 0
+sticky = ["header:x-user-id"]
+[route.budget]
+window = "10s"
+min_requests = 20
+max_error_rate = 0.05
+[route.rollout]
+steps = [5, 25, 50, 100]
+step_interval = "{step}"
+"#,
+        token = token_file.display(),
+        step = timing.step_interval,
+    );
+    let config = parse_str(&toml, &state.join("demo.toml"))
+        .map_err(|errors| std::io::Error::other(format!("demo config: {errors:?}")))?;
+    let app = App::bind(config).await?;
+    let proxy_addr = app.local_addr()?;
+    let admin_addr = app.admin_addr().unwrap_or(proxy_addr);
+    let snapshots = Arc::clone(app.snapshots());
+    let events = Arc::clone(app.events());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.serve(async move {
+        let _ = stop_rx.await;
+    }));
+
+    println!("canary-proxy demo: stable v1 and canary v2-demo behind one proxy\n");
+    println!(
+        "  proxy      http://{proxy_addr}/   (curl -H 'x-user-id: alice' http://{proxy_addr}/)"
+    );
+    println!("  dashboard  http://{admin_addr}/   (admin token: demo-token)");
+    println!(
+        "  rollout    0 → 5 → 25 → 50 → 100 % every {} while within budget",
+        timing.step_interval
+    );
+    println!(
+        "  budget     more than 5 % canary errors over a 10 s window (≥ 20 requests) rolls back"
+    );
+    println!("  load       {WORKERS} workers, {USERS} simulated users, sticky on x-user-id\n");
+    println!(
+        "  {:>6}  {:>6}  {:<12} {:>13} {:>6} {:>7}  {:>13} {:>6} {:>7}",
+        "time", "weight", "state", "stable: req", "err", "p99", "canary: req", "err", "p99"
+    );
+
+    let start = Instant::now();
+    let runtime = Arc::clone(&snapshots.load().routes[0].runtime);
+    let tally = Arc::new(Tally::default());
+    let rolled_back_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let failing_since: Arc<Mutex<Option<Instant>>> = Arc::default();
+
+    // Watch the latch at 1 ms resolution to time the rollback.
+    let watcher = {
+        let runtime = Arc::clone(&runtime);
+        let rolled_back_at = Arc::clone(&rolled_back_at);
+        let end = start + timing.end_at;
+        tokio::spawn(async move {
+            while Instant::now() < end {
+                if runtime.is_rolled_back() {
+                    *rolled_back_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Instant::now());
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut workers = Vec::new();
+    for worker in 0..WORKERS {
+        let (client, tally) = (client.clone(), Arc::clone(&tally));
+        let runtime = Arc::clone(&runtime);
+        let end = start + timing.end_at;
+        let pause = timing.worker_pause;
+        workers.push(tokio::spawn(async move {
+            let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (worker + 1);
+            while Instant::now() < end {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let user = (seed >> 33) % USERS;
+                let req = Request::get(format!("http://{proxy_addr}/checkout"))
+                    .header("x-user-id", format!("user-{user}"))
+                    .body(Empty::new());
+                let Ok(req) = req else { break };
+                let rolled_back = runtime.is_rolled_back();
+                if let Ok(response) = client.request(req).await {
+                    let canary = response
+                        .headers()
+                        .get("x-served-by")
+                        .is_some_and(|v| v.as_bytes().starts_with(b"canary"));
+                    let failed = response.status().is_server_error();
+                    let _ = response.into_body().collect().await;
+                    if canary {
+                        tally.canary.fetch_add(1, Ordering::Relaxed);
+                        if failed {
+                            tally.canary_failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if rolled_back {
+                            tally.canary_after_rollback.fetch_add(1, Ordering::Relaxed);
+                        }
+                        tally
+                            .exposed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(user);
+                    } else {
+                        tally.stable.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }));
+    }
+
+    // The timeline.
+    let mut announced_failure = false;
+    let mut shown_events = 0;
+    let mut next_tick = start + timing.tick;
+    while Instant::now() < start + timing.end_at {
+        tokio::time::sleep_until(next_tick).await;
+        next_tick += timing.tick;
+        let elapsed = start.elapsed();
+        if !announced_failure && elapsed >= timing.fail_at {
+            failing.store(true, Ordering::Release);
+            *failing_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            announced_failure = true;
+            println!(
+                "  {:>5.1}s  !! canary v2-demo starts failing: 2 in 5 of its responses are 500",
+                elapsed.as_secs_f64()
+            );
+        }
+        for event in events.list().iter().skip(shown_events) {
+            shown_events += 1;
+            let mut line = format!("  {:>5.1}s  ", elapsed.as_secs_f64());
+            match event.kind {
+                "rollback" => {
+                    let _ = write!(
+                        line,
+                        "<< ROLLBACK {}: {} {:.1} % > {:.1} % ({} of {} canary requests failed in the {} s window)",
+                        event.route.as_deref().unwrap_or("?"),
+                        event.reason,
+                        event.details.get("observed").and_then(|v| v.as_f64()).unwrap_or(0.0) * 100.0,
+                        event.details.get("threshold").and_then(|v| v.as_f64()).unwrap_or(0.0) * 100.0,
+                        event.details.get("canary_errors").and_then(|v| v.as_u64()).unwrap_or(0),
+                        event.details.get("canary_requests").and_then(|v| v.as_u64()).unwrap_or(0),
+                        event.details.get("window_seconds").and_then(|v| v.as_f64()).unwrap_or(0.0),
+                    );
+                }
+                kind => {
+                    let _ = write!(
+                        line,
+                        "-- {kind}: canary weight {} % → {} %",
+                        event
+                            .details
+                            .get("from_weight")
+                            .and_then(|v| v.as_f64())
+                            .unwrap_or(0.0),
+                        event
+                            .details
+                            .get("to_weight")
+                            .and_then(|v| v.as_f64())
+                            .unwrap_or(0.0),
+                    );
+                }
+            }
+            println!("{line}");
+        }
+        let status = runtime.status(Instant::now());
+        let side = |s: &crate::rollout::SideStatus| {
+            let p99 = s
+                .p99_seconds
+                .map_or("-".to_string(), |p| format!("{:.1}ms", p * 1000.0));
+            let err = if s.requests == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}%", s.error_rate * 100.0)
+            };
+            (s.requests, err, p99)
+        };
+        let (sr, se, sp) = side(&status.window.stable);
+        let (cr, ce, cp) = side(&status.window.canary);
+        println!(
+            "  {:>5.1}s  {:>5.1}%  {:<12} {:>13} {:>6} {:>7}  {:>13} {:>6} {:>7}",
+            elapsed.as_secs_f64(),
+            status.effective_weight,
+            status.state,
+            sr,
+            se,
+            sp,
+            cr,
+            ce,
+            cp
+        );
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let _ = watcher.await;
+
+    let failing_since = *failing_since.lock().unwrap_or_else(|p| p.into_inner());
+    let rolled_back_at = *rolled_back_at.lock().unwrap_or_else(|p| p.into_inner());
+    let rollback = events.list().into_iter().find(|e| e.kind == "rollback");
+    let summary = Summary {
+        requests: tally.stable.load(Ordering::Relaxed) + tally.canary.load(Ordering::Relaxed),
+        stable_requests: tally.stable.load(Ordering::Relaxed),
+        canary_requests: tally.canary.load(Ordering::Relaxed),
+        users: USERS as usize,
+        users_exposed: tally
+            .exposed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len(),
+        rolled_back: runtime.is_rolled_back(),
+        rollback_reason: rollback.map(|e| e.reason),
+        failed_canary_before_rollback: tally.canary_failed.load(Ordering::Relaxed),
+        canary_requests_after_rollback: tally.canary_after_rollback.load(Ordering::Relaxed),
+        time_to_rollback: match (failing_since, rolled_back_at) {
+            (Some(fail), Some(back)) => Some(back.saturating_duration_since(fail)),
+            _ => None,
+        },
+    };
+    print_summary(&summary);
+
+    if options.keep_running {
+        println!(
+            "\n  still running: dashboard http://{admin_addr}/ (token demo-token), Ctrl-C to stop"
+        );
+        crate::app::shutdown_signal().await;
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(summary)
+}
+
+fn print_summary(s: &Summary) {
+    println!("\nsummary");
+    println!(
+        "  requests served                       {} (stable {}, canary {})",
+        s.requests, s.stable_requests, s.canary_requests
+    );
+    println!(
+        "  users exposed to the canary           {} of {}",
+        s.users_exposed, s.users
+    );
+    match (&s.rollback_reason, s.time_to_rollback) {
+        (Some(reason), Some(time)) => {
+            println!("  rolled back                           yes ({reason})");
+            println!(
+                "  failed canary requests before it      {}",
+                s.failed_canary_before_rollback
+            );
+            println!(
+                "  time from first failure to rollback   {:.0} ms",
+                time.as_secs_f64() * 1000.0
+            );
+            println!(
+                "  canary requests after rollback        {}",
+                s.canary_requests_after_rollback
+            );
+        }
+        _ => println!("  rolled back                           no"),
+    }
+    println!("\n  Flagger or Argo Rollouts judge through PromQL every minute: a bad canary");
+    println!("  serves users for minutes. Here the request that spent the budget ended it.");
+}
+
+/// A backend: answers `body`, or 500 for 2 in 5 requests while `failing` is set.
+async fn backend(
+    body: &'static str,
+    failing: Option<Arc<AtomicBool>>,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let counter = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let failing = failing.clone();
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let service = service_fn(move |_req: Request<Incoming>| {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let fail =
+                        failing.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) && n % 5 < 2;
+                    async move {
+                        let mut response =
+                            Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+                        if fail {
+                            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        response
+                            .headers_mut()
+                            .insert("x-served-by", http::HeaderValue::from_static(body));
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A private temporary directory for the demo's token file.
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir =
+        std::env::temp_dir().join(format!("canary-proxy-demo-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
