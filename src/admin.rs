@@ -29,6 +29,9 @@ use crate::rollout::machine::Command;
 use crate::routing::Snapshot;
 use crate::telemetry::Telemetry;
 
+/// The live dashboard: one self-contained page polling the JSON API (no CDN, no build).
+const DASHBOARD: &str = include_str!("admin/dashboard.html");
+
 /// Prometheus text format 0.0.4, as promtool and Prometheus expect it.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -132,10 +135,7 @@ fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
             json_response(StatusCode::OK, &json!({ "events": admin.events.list() }))
         }),
         "/" => only_get(method, || {
-            text(
-                StatusCode::OK,
-                "canary-proxy admin\n\nGET  /metrics\nGET  /healthz\nGET  /readyz\nGET  /api/v1/routes\nGET  /api/v1/events\nPOST /api/v1/routes/{name}/{rollback|resume|promote|pause}  (Authorization: Bearer TOKEN)\n",
-            )
+            with_type(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD)
         }),
         _ => match path.strip_prefix("/api/v1/routes/") {
             Some(rest) => route_command(admin, &req, rest),
