@@ -74,7 +74,8 @@ impl App {
     /// Reloads the config from `path` when it changes on disk or on SIGHUP. The watch
     /// starts now, so a change made before `serve` runs is not missed.
     pub fn reload_from(mut self, path: std::path::PathBuf) -> App {
-        let watch = Watch::install(&path);
+        let mut watch = Watch::install(&path);
+        watch.follow(&self.snapshots.load().config);
         self.reload_from = Some((path, watch));
         self
     }

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderName;
@@ -49,6 +50,27 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     pub drain_timeout: Duration,
+    /// `tls`: terminate TLS (ALPN h2 + http/1.1) on the listener.
+    pub tls: Option<ServerTls>,
+}
+
+/// `[server] tls`, loaded and checked (the key matches the certificate).
+#[derive(Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Mutual TLS: clients need a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+/// TLS to an upstream's `https://` endpoints.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub ca_file: Option<PathBuf>,
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub config: Arc<rustls::ClientConfig>,
 }
 
 /// `[admin]`: the admin listener.
@@ -103,6 +125,8 @@ pub struct UpstreamConfig {
     /// Never empty.
     pub endpoints: Vec<Endpoint>,
     pub protocol: Protocol,
+    /// Present when an endpoint is `https://`.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// One upstream endpoint (`host:port` or `http://host:port`).
@@ -233,6 +257,45 @@ impl Config {
             );
         }
         out
+    }
+}
+
+// === impl ServerTls ===
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("client_ca", &self.client_ca)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Same files, same settings (the loaded key material is not compared).
+impl PartialEq for ServerTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.cert == other.cert && self.key == other.key && self.client_ca == other.client_ca
+    }
+}
+
+// === impl UpstreamTls ===
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("ca_file", &self.ca_file)
+            .field("server_name", &self.server_name)
+            .field("client_cert", &self.client_cert)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca_file == other.ca_file
+            && self.server_name == other.server_name
+            && self.client_cert == other.client_cert
     }
 }
 

@@ -5,7 +5,8 @@
 //! - `config`: the TOML file → validated domain types (`Config`), every error located.
 //! - `routing`: a `Snapshot` per config generation; pure route lookup (`table`) and
 //!   sticky split (`split`).
-//! - `upstream`: pooled keep-alive clients, endpoint selection.
+//! - `upstream`: pooled keep-alive clients (plain or rustls), endpoint selection.
+//! - `tls`: rustls server and client configs (ring provider, PEM via pki-types).
 //! - `proxy`: the data path (accept, head checks, forward, stream, rescue).
 //! - `error`: the data path's leaf errors, mapped to statuses in `proxy::rescue` only.
 //! - `rollout`: the canary's runtime: the window (`window`), the pure budget verdict
@@ -29,4 +30,5 @@ pub mod reload;
 pub mod rollout;
 pub mod routing;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

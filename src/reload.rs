@@ -38,9 +38,10 @@ pub struct Reloader {
     /// Same for `[admin] listen`.
     rebind_admin: mpsc::UnboundedSender<TcpListener>,
     generation: AtomicU64,
-    /// The bytes of the file last applied: a watcher event that changed nothing is
-    /// not a reload.
-    last: Mutex<Option<String>>,
+    /// Fingerprint of the config last applied and of every file it refers to
+    /// (certificates, keys, CAs, the admin token): a watcher event that changed none
+    /// of them is not a reload.
+    last: Mutex<Option<u64>>,
 }
 
 /// What asked for a reload.
@@ -113,18 +114,14 @@ impl Reloader {
     async fn try_reload(&self, trigger: Trigger) -> Result<Option<u64>, Vec<String>> {
         let text = std::fs::read_to_string(&self.path)
             .map_err(|err| vec![format!("{}: cannot read: {err}", self.path.display())])?;
+        let config = parse_str(&text, &self.path)
+            .map_err(|errors| errors.iter().map(Invalid::to_string).collect::<Vec<_>>())?;
+        let fingerprint = fingerprint(&text, &config);
         if trigger == Trigger::Watch
-            && self
-                .last
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_deref()
-                == Some(text.as_str())
+            && *self.last.lock().unwrap_or_else(|p| p.into_inner()) == Some(fingerprint)
         {
             return Ok(None);
         }
-        let config = parse_str(&text, &self.path)
-            .map_err(|errors| errors.iter().map(Invalid::to_string).collect::<Vec<_>>())?;
         let current = self.snapshots.load_full();
         let (listener, admin_listener) = self.listeners_for(&current.config, &config).await?;
 
@@ -145,7 +142,7 @@ impl Reloader {
         if let Some(listener) = admin_listener {
             let _ = self.rebind_admin.send(listener);
         }
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(fingerprint);
         Ok(Some(generation))
     }
 
@@ -203,18 +200,21 @@ impl Reloader {
             };
             if let Ok(Some(generation)) = self.reload(trigger).await {
                 tracing::info!(generation, trigger = trigger.as_str(), "config reloaded");
+                watch.follow(&self.snapshots.load().config);
             }
         }
     }
 }
 
 /// The sources of reloads, installed before serving starts so no change is missed:
-/// a watch on the config file's directory and a SIGHUP handler.
+/// a watch on the config file's directory (and on the directories of the files it
+/// refers to: certificates, keys, CAs, the admin token) and a SIGHUP handler.
 #[derive(Debug)]
 pub struct Watch {
     changes: mpsc::UnboundedReceiver<()>,
     hangup: Option<tokio::signal::unix::Signal>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    watcher: Option<notify::RecommendedWatcher>,
+    watched: Vec<PathBuf>,
 }
 
 // === impl Watch ===
@@ -251,9 +251,65 @@ impl Watch {
         Watch {
             changes,
             hangup,
-            _watcher: watcher,
+            watcher,
+            watched: vec![dir],
         }
     }
+
+    /// Also watches the directories of the files `config` refers to.
+    pub fn follow(&mut self, config: &Config) {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        for file in referenced_files(config) {
+            let dir = watch_dir(&file);
+            if self.watched.contains(&dir) {
+                continue;
+            }
+            match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => self.watched.push(dir),
+                Err(err) => {
+                    tracing::warn!(dir = %dir.display(), error = %err, "cannot watch; changes there need SIGHUP")
+                }
+            }
+        }
+    }
+}
+
+/// Files a config refers to whose content matters: TLS material and the admin token.
+fn referenced_files(config: &Config) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if let Some(tls) = &config.server.tls {
+        files.push(tls.cert.clone());
+        files.push(tls.key.clone());
+        files.extend(tls.client_ca.clone());
+    }
+    if let Some(token) = config.admin.as_ref().and_then(|a| a.token_file.clone()) {
+        files.push(token);
+    }
+    for route in &config.routes {
+        for upstream in [&route.stable, &route.canary] {
+            if let Some(tls) = &upstream.tls {
+                files.extend(tls.ca_file.clone());
+                if let Some((cert, key)) = &tls.client_cert {
+                    files.push(cert.clone());
+                    files.push(key.clone());
+                }
+            }
+        }
+    }
+    files
+}
+
+/// xxh3 of the config text and of the content of every file it refers to.
+fn fingerprint(text: &str, config: &Config) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(text.as_bytes());
+    for file in referenced_files(config) {
+        hasher.update(file.as_os_str().as_encoded_bytes());
+        hasher.update(&std::fs::read(&file).unwrap_or_default());
+    }
+    hasher.digest()
 }
 
 async fn recv_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {

@@ -1,9 +1,11 @@
 //! Upstreams: pooled keep-alive clients and endpoint selection.
 //!
 //! One hyper-util pooled client per protocol (HTTP/1.1, HTTP/2 prior knowledge) is
-//! shared by every upstream of a snapshot; its pool is keyed by endpoint authority, so
-//! each endpoint gets its own set of keep-alive connections. An `Upstream` picks one of
-//! its endpoints round robin and rewrites the request URI to it.
+//! shared by every plain-HTTP upstream of a snapshot; its pool is keyed by endpoint
+//! authority, so each endpoint gets its own set of keep-alive connections. An upstream
+//! with `https://` endpoints gets its own client carrying its TLS settings (CA, SNI,
+//! client certificate; ALPN h2 when `protocol = "h2"`). An `Upstream` picks one of its
+//! endpoints round robin and rewrites the request URI to it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,17 +13,20 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Uri};
 use hyper::body::Incoming;
+use hyper_rustls::{
+    ConfigBuilderExt as _, FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder,
+};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::{Endpoint, Protocol, UpstreamConfig};
+use crate::config::{Endpoint, Protocol, UpstreamConfig, UpstreamTls};
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The pooled client type every upstream request goes through.
-pub type HttpClient = Client<HttpConnector, Incoming>;
+/// The pooled client type every upstream request goes through (plain or TLS).
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
 
 /// The two pooled clients of a snapshot.
 #[derive(Debug, Clone)]
@@ -51,27 +56,9 @@ pub struct Target {
 
 impl Clients {
     pub fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            // The proxy sets Host itself (it keeps the client's Host).
-            .set_host(false)
-            .build(connector.clone());
-        let http2 = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .timer(TokioTimer::new())
-            .http2_only(true)
-            .set_host(false)
-            .build(connector);
         Clients {
-            http1,
-            http2,
+            http1: client(connect_timeout, Protocol::Http1, None),
+            http2: client(connect_timeout, Protocol::Http2, None),
             connect_timeout,
         }
     }
@@ -92,10 +79,14 @@ impl Clients {
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig, clients: &Clients) -> Self {
+        let client = match &config.tls {
+            None => clients.for_protocol(config.protocol).clone(),
+            Some(tls) => client(clients.connect_timeout, config.protocol, Some(tls)),
+        };
         Upstream {
             targets: config.endpoints.iter().map(Target::from).collect(),
             next: AtomicUsize::new(0),
-            client: clients.for_protocol(config.protocol).clone(),
+            client,
             protocol: config.protocol,
         }
     }
@@ -117,6 +108,51 @@ impl Upstream {
     pub fn send(&self, req: Request<Incoming>) -> hyper_util::client::legacy::ResponseFuture {
         self.client.request(req)
     }
+}
+
+/// A pooled client: TCP_NODELAY, connect timeout, and (for `https://` endpoints) the
+/// upstream's TLS settings. Plain `http://` endpoints pass through the TLS layer
+/// untouched.
+fn client(connect_timeout: Duration, protocol: Protocol, tls: Option<&UpstreamTls>) -> HttpClient {
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(connect_timeout));
+    tcp.set_keepalive(Some(Duration::from_secs(60)));
+    // https:// URIs go through TLS, http:// ones do not.
+    tcp.enforce_http(false);
+
+    let mut tls_config = match tls {
+        Some(tls) => (*tls.config).clone(),
+        // Plain-HTTP upstreams never handshake; the connector still wants a config.
+        None => rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("the pinned ring provider supports TLS 1.2 and 1.3")
+            .with_webpki_roots()
+            .with_no_client_auth(),
+    };
+    tls_config.alpn_protocols.clear();
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config)
+        .https_or_http();
+    let builder = match tls.and_then(|t| t.server_name.clone()) {
+        Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+        None => builder,
+    };
+    // ALPN offers exactly the protocol this upstream speaks.
+    let connector = match protocol {
+        Protocol::Http1 => builder.enable_http1().wrap_connector(tcp),
+        Protocol::Http2 => builder.enable_http2().wrap_connector(tcp),
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    client
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        // The proxy sets Host itself (it keeps the client's Host).
+        .set_host(false);
+    if protocol == Protocol::Http2 {
+        client.timer(TokioTimer::new()).http2_only(true);
+    }
+    client.build(connector)
 }
 
 // === impl Target ===

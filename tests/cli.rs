@@ -261,15 +261,20 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
     assert_eq!(exit.code(), Some(0));
 }
 
-/// SIGHUP re-reads the config: rotate the admin token (kept outside the watched
-/// directory, so only the signal can pick it up) and the new token works.
+/// SIGHUP re-reads the config and the files it refers to. The admin token lives
+/// behind a directory symlink that is swapped: the watched directory itself never
+/// changes, so only the signal can pick the new token up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_config() {
     let up = MockUpstream::start("up").await;
     let config_dir = tempfile::tempdir().unwrap();
     let secrets = tempfile::tempdir().unwrap();
-    let token = secrets.path().join("token");
-    std::fs::write(&token, "old-token").unwrap();
+    for (dir, token) in [("a", "old-token"), ("b", "new-token")] {
+        std::fs::create_dir(secrets.path().join(dir)).unwrap();
+        std::fs::write(secrets.path().join(dir).join("token"), token).unwrap();
+    }
+    std::os::unix::fs::symlink("a", secrets.path().join("current")).unwrap();
+    let token = secrets.path().join("current").join("token");
     let config = config_dir.path().join("proxy.toml");
     std::fs::write(
         &config,

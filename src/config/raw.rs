@@ -35,8 +35,8 @@ pub(super) struct RawConfig {
 pub(super) struct RawServer {
     /// `ip:port` of the downstream listener.
     pub(super) listen: Option<Spanned<String>>,
-    /// Reserved for TLS termination; any value is rejected until it is supported.
-    pub(super) tls: Option<Spanned<toml::Value>>,
+    /// `tls = { cert, key, client_ca }`: terminate TLS on the listener.
+    pub(super) tls: Option<Spanned<RawServerTls>>,
     /// Humantime duration.
     pub(super) connect_timeout: Option<Spanned<String>>,
     /// Humantime duration.
@@ -47,6 +47,18 @@ pub(super) struct RawServer {
     pub(super) max_header_bytes: Option<Spanned<i64>>,
     /// Humantime duration; `0s` is allowed.
     pub(super) drain_timeout: Option<Spanned<String>>,
+}
+
+/// `[server] tls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServerTls {
+    /// PEM certificate chain, leaf first.
+    pub(super) cert: Option<Spanned<String>>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub(super) key: Option<Spanned<String>>,
+    /// PEM CA bundle: when set, clients must present a certificate it signed.
+    pub(super) client_ca: Option<Spanned<String>>,
 }
 
 /// `[admin]`.
@@ -100,6 +112,13 @@ pub(super) struct RawRoute {
 pub(super) struct RawStable {
     pub(super) endpoints: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) protocol: Option<Spanned<String>>,
+    /// CA bundle that verifies `https://` endpoints (default: the webpki roots).
+    pub(super) ca_file: Option<Spanned<String>>,
+    /// SNI and verified name for `https://` endpoints (default: the endpoint host).
+    pub(super) server_name: Option<Spanned<String>>,
+    /// Client certificate for upstream mutual TLS (with `client_key`).
+    pub(super) client_cert: Option<Spanned<String>>,
+    pub(super) client_key: Option<Spanned<String>>,
 }
 
 /// `canary = { ... }`: like `stable`, plus a version label.
@@ -109,6 +128,13 @@ pub(super) struct RawCanary {
     pub(super) endpoints: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) protocol: Option<Spanned<String>>,
     pub(super) version: Option<Spanned<String>>,
+    /// CA bundle that verifies `https://` endpoints (default: the webpki roots).
+    pub(super) ca_file: Option<Spanned<String>>,
+    /// SNI and verified name for `https://` endpoints (default: the endpoint host).
+    pub(super) server_name: Option<Spanned<String>>,
+    /// Client certificate for upstream mutual TLS (with `client_key`).
+    pub(super) client_cert: Option<Spanned<String>>,
+    pub(super) client_key: Option<Spanned<String>>,
 }
 
 /// `[route.budget]`.

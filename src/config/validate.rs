@@ -16,8 +16,10 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawAdmin, RawConfig, RawNotify, RawRoute, RawServer, RawState};
-use super::{AdminConfig, Config, Invalid, NotifyConfig, RouteConfig, ServerConfig, StateConfig};
+use super::raw::{RawAdmin, RawConfig, RawNotify, RawRoute, RawServer, RawServerTls, RawState};
+use super::{
+    AdminConfig, Config, Invalid, NotifyConfig, RouteConfig, ServerConfig, ServerTls, StateConfig,
+};
 
 mod fields;
 mod route;
@@ -135,13 +137,10 @@ impl Ctx<'_> {
         let Some(raw) = raw.map(Spanned::get_ref) else {
             return default_server();
         };
-        if let Some(tls) = &raw.tls {
-            self.error(
-                tls.span(),
-                "server.tls",
-                "TLS termination is not supported by this build yet; remove `tls` and terminate TLS in front of the proxy",
-            );
-        }
+        let tls = match &raw.tls {
+            Some(tls) => self.server_tls(tls).map(Some),
+            None => Some(None),
+        };
         let listen = match &raw.listen {
             Some(listen) => self.socket_addr(listen, "server.listen"),
             None => DEFAULT_LISTEN.parse().ok(),
@@ -191,7 +190,56 @@ impl Ctx<'_> {
             header_read_timeout: header_read_timeout?,
             max_header_bytes: max_header_bytes?,
             drain_timeout: drain_timeout?,
+            tls: tls?,
         })
+    }
+
+    /// `[server] tls`: cert and key must load and match; `client_ca` must load.
+    fn server_tls(&mut self, raw: &Spanned<RawServerTls>) -> Option<ServerTls> {
+        let tls = raw.get_ref();
+        let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+            if tls.cert.is_none() {
+                self.missing(raw.span(), "server.tls.cert");
+            }
+            if tls.key.is_none() {
+                self.missing(raw.span(), "server.tls.key");
+            }
+            return None;
+        };
+        let cert_path = self.path(cert, "server.tls.cert")?;
+        let key_path = self.path(key, "server.tls.key")?;
+        let client_ca = match &tls.client_ca {
+            Some(ca) => Some((self.path(ca, "server.tls.client_ca")?, ca.span())),
+            None => None,
+        };
+        // Name the key whose file is at fault.
+        if let Err(err) = crate::tls::load_certs(&cert_path) {
+            self.error(cert.span(), "server.tls.cert", err.to_string());
+            return None;
+        }
+        if let Err(err) = crate::tls::load_key(&key_path) {
+            self.error(key.span(), "server.tls.key", err.to_string());
+            return None;
+        }
+        if let Some((ca, span)) = &client_ca {
+            if let Err(err) = crate::tls::load_certs(ca) {
+                self.error(span.clone(), "server.tls.client_ca", err.to_string());
+                return None;
+            }
+        }
+        let ca = client_ca.as_ref().map(|(path, _)| path.as_path());
+        match crate::tls::server_config(&cert_path, &key_path, ca) {
+            Ok(config) => Some(ServerTls {
+                cert: cert_path,
+                key: key_path,
+                client_ca: client_ca.map(|(path, _)| path),
+                config: std::sync::Arc::new(config),
+            }),
+            Err(err) => {
+                self.error(key.span(), "server.tls.key", err.to_string());
+                None
+            }
+        }
     }
 
     /// `server_listen`: the data listener, which the admin listener must not reuse.
@@ -385,6 +433,7 @@ fn default_server() -> Option<ServerConfig> {
         header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        tls: None,
     })
 }
 

@@ -11,9 +11,11 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
 use crate::proxy::forward::{proxy, ConnInfo};
@@ -21,6 +23,11 @@ use crate::routing::Snapshot;
 
 /// hyper refuses (panics on) a read buffer below this.
 const MIN_H1_BUF: usize = 8192;
+
+/// The first byte of a TLS ClientHello record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+const PLAIN_HTTP_ON_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 58\r\nconnection: close\r\n\r\n400 Bad Request: plain HTTP sent to a TLS port; use https\n";
 
 /// Accepts on `listener` until `shutdown` resolves, then stops accepting and lets
 /// in-flight requests finish for up to `drain_timeout`. Returns when drained. A
@@ -60,24 +67,28 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let snapshot = snapshots.load();
-        let builder = builder(snapshot.server());
-        let conn_info = Arc::new(ConnInfo::new(peer, false));
-        let shared = Arc::clone(&snapshots);
-        let service = service_fn(move |req| {
-            // One atomic load per request; the request keeps this snapshot to its end.
-            let snapshot = shared.load_full();
-            let conn_info = Arc::clone(&conn_info);
-            async move { Ok::<_, Infallible>(proxy(snapshot, &conn_info, req).await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let server = snapshot.server();
+        let builder = builder(server);
+        let tls = server.tls.as_ref().map(|tls| Arc::clone(&tls.config));
+        let handshake_timeout = server.header_read_timeout;
+        drop(snapshot);
+        let (shared, watcher) = (Arc::clone(&snapshots), graceful.watcher());
         let counter = Arc::clone(&open_connections);
         counter.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            match tls {
+                None => {
+                    let io = TokioIo::new(stream);
+                    serve_connection(builder, io, ConnInfo::new(peer, false), shared, watcher)
+                        .await;
+                }
+                Some(config) => {
+                    if let Some(stream) = handshake(stream, config, handshake_timeout, peer).await {
+                        let io = TokioIo::new(stream);
+                        serve_connection(builder, io, ConnInfo::new(peer, true), shared, watcher)
+                            .await;
+                    }
+                }
             }
             counter.fetch_sub(1, Ordering::Relaxed);
         });
@@ -91,6 +102,65 @@ pub async fn serve(
             remaining = open_connections.load(Ordering::Relaxed),
             "drain timeout elapsed; closing remaining connections"
         ),
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 (by preface) with upgrades on one accepted connection;
+/// every request borrows the snapshot current at its start.
+async fn serve_connection<I>(
+    builder: auto::Builder<TokioExecutor>,
+    io: I,
+    conn_info: ConnInfo,
+    snapshots: Arc<ArcSwap<Snapshot>>,
+    watcher: Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let peer = conn_info.peer;
+    let conn_info = Arc::new(conn_info);
+    let service = service_fn(move |req| {
+        // One atomic load per request; the request keeps this snapshot to its end.
+        let snapshot = snapshots.load_full();
+        let conn_info = Arc::clone(&conn_info);
+        async move { Ok::<_, Infallible>(proxy(snapshot, &conn_info, req).await) }
+    });
+    let conn = builder
+        .serve_connection_with_upgrades(io, service)
+        .into_owned();
+    if let Err(err) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}
+
+/// The TLS handshake, bounded by `header_read_timeout`. A client that speaks plain HTTP
+/// to the TLS port gets a readable 400 instead of a silent close.
+async fn handshake(
+    mut stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    timeout: Duration,
+    peer: std::net::SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] != TLS_HANDSHAKE_RECORD => {
+            tracing::debug!(%peer, "plain HTTP on the TLS port");
+            let _ = stream.write_all(PLAIN_HTTP_ON_TLS_PORT).await;
+            let _ = stream.shutdown().await;
+            return None;
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) | Err(_) => return None,
+    }
+    match tokio::time::timeout(timeout, TlsAcceptor::from(config).accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, error = %err, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
     }
 }
 

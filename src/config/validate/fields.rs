@@ -142,17 +142,10 @@ impl Ctx<'_> {
         let (scheme, rest) = match raw.split_once("://") {
             None => (Scheme::Http, raw),
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (Scheme::Http, rest),
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-                self.error(
-                    value.span(),
-                    key,
-                    "https upstreams are not supported by this build yet; use http://host:port",
-                );
-                return None;
-            }
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (Scheme::Https, rest),
             Some((scheme, _)) => {
                 let message =
-                    format!("unsupported scheme `{scheme}`: write host:port or http://host:port");
+                    format!("unsupported scheme `{scheme}`: write host:port, http://host:port or https://host:port");
                 self.error(value.span(), key, message);
                 return None;
             }

@@ -6,10 +6,21 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::Ctx;
+
 use crate::config::raw::{Number, RawBudget, RawRollout, RawRoute};
 use crate::config::{
-    BudgetConfig, RolloutConfig, RouteConfig, StatusMatch, StickySource, UpstreamConfig, Weight,
+    BudgetConfig, RolloutConfig, RouteConfig, Scheme, StatusMatch, StickySource, UpstreamConfig,
+    UpstreamTls, Weight,
 };
+
+/// The TLS keys of a `stable` / `canary` table.
+#[derive(Debug, Clone, Copy)]
+struct TlsKeys<'a> {
+    ca_file: Option<&'a Spanned<String>>,
+    server_name: Option<&'a Spanned<String>>,
+    client_cert: Option<&'a Spanned<String>>,
+    client_key: Option<&'a Spanned<String>>,
+}
 
 const DEFAULT_PATH_PREFIX: &str = "/";
 const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
@@ -48,12 +59,21 @@ impl Ctx<'_> {
         };
 
         let stable = match &route.stable {
-            Some(stable) => self.upstream(
-                stable.get_ref().endpoints.as_ref(),
-                stable.get_ref().protocol.as_ref(),
-                stable.span(),
-                &format!("{at}.stable"),
-            ),
+            Some(stable) => {
+                let up = stable.get_ref();
+                self.upstream(
+                    up.endpoints.as_ref(),
+                    up.protocol.as_ref(),
+                    TlsKeys {
+                        ca_file: up.ca_file.as_ref(),
+                        server_name: up.server_name.as_ref(),
+                        client_cert: up.client_cert.as_ref(),
+                        client_key: up.client_key.as_ref(),
+                    },
+                    stable.span(),
+                    &format!("{at}.stable"),
+                )
+            }
             None => {
                 self.error(header.clone(), &format!("{at}.stable"), MISSING_STABLE);
                 None
@@ -66,6 +86,12 @@ impl Ctx<'_> {
                 let upstream = self.upstream(
                     up.endpoints.as_ref(),
                     up.protocol.as_ref(),
+                    TlsKeys {
+                        ca_file: up.ca_file.as_ref(),
+                        server_name: up.server_name.as_ref(),
+                        client_cert: up.client_cert.as_ref(),
+                        client_key: up.client_key.as_ref(),
+                    },
                     canary.span(),
                     &at,
                 );
@@ -129,15 +155,99 @@ impl Ctx<'_> {
         &mut self,
         endpoints: Option<&Spanned<Vec<Spanned<String>>>>,
         protocol: Option<&Spanned<String>>,
+        tls: TlsKeys<'_>,
         table: Range<usize>,
         key: &str,
     ) -> Option<UpstreamConfig> {
-        let endpoints = self.endpoints(endpoints, table, &format!("{key}.endpoints"));
+        let endpoints = self.endpoints(endpoints, table.clone(), &format!("{key}.endpoints"))?;
         let protocol = self.protocol(protocol, &format!("{key}.protocol"));
+        let https = endpoints.iter().any(|e| e.scheme == Scheme::Https);
+        let tls = self.upstream_tls(tls, https, table, key);
         Some(UpstreamConfig {
-            endpoints: endpoints?,
+            endpoints,
             protocol: protocol?,
+            tls: tls?,
         })
+    }
+
+    /// TLS settings of an upstream; they only make sense with `https://` endpoints.
+    fn upstream_tls(
+        &mut self,
+        keys: TlsKeys<'_>,
+        https: bool,
+        table: Range<usize>,
+        key: &str,
+    ) -> Option<Option<UpstreamTls>> {
+        let set = [
+            ("ca_file", keys.ca_file),
+            ("server_name", keys.server_name),
+            ("client_cert", keys.client_cert),
+            ("client_key", keys.client_key),
+        ];
+        if !https {
+            let mut ok = true;
+            for (name, value) in set {
+                if let Some(value) = value {
+                    let message = "only applies to https:// endpoints; this upstream has none";
+                    self.error(value.span(), &format!("{key}.{name}"), message);
+                    ok = false;
+                }
+            }
+            return ok.then_some(None);
+        }
+        let ca_file = match keys.ca_file {
+            Some(ca) => Some((self.path(ca, &format!("{key}.ca_file"))?, ca.span())),
+            None => None,
+        };
+        let server_name = match keys.server_name {
+            Some(name) => match rustls_pki_types::ServerName::try_from(name.get_ref().clone()) {
+                Ok(parsed) => Some(parsed),
+                Err(_) => {
+                    let message = format!("`{}` is not a DNS name or IP address", name.get_ref());
+                    self.error(name.span(), &format!("{key}.server_name"), message);
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let client_cert = match (keys.client_cert, keys.client_key) {
+            (Some(cert), Some(client_key)) => Some((
+                self.path(cert, &format!("{key}.client_cert"))?,
+                self.path(client_key, &format!("{key}.client_key"))?,
+                client_key.span(),
+            )),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.missing(table, &format!("{key}.client_key"));
+                return None;
+            }
+            (None, Some(_)) => {
+                self.missing(table, &format!("{key}.client_cert"));
+                return None;
+            }
+        };
+        if let Some((ca, span)) = &ca_file {
+            if let Err(err) = crate::tls::load_certs(ca) {
+                self.error(span.clone(), &format!("{key}.ca_file"), err.to_string());
+                return None;
+            }
+        }
+        let pair = client_cert
+            .as_ref()
+            .map(|(c, k, _)| (c.as_path(), k.as_path()));
+        match crate::tls::client_config(ca_file.as_ref().map(|(p, _)| p.as_path()), pair) {
+            Ok(config) => Some(Some(UpstreamTls {
+                ca_file: ca_file.map(|(p, _)| p),
+                server_name,
+                client_cert: client_cert.map(|(c, k, _)| (c, k)),
+                config: std::sync::Arc::new(config),
+            })),
+            Err(err) => {
+                let span = client_cert.map_or(table, |(_, _, span)| span);
+                self.error(span, &format!("{key}.client_key"), err.to_string());
+                None
+            }
+        }
     }
 
     /// Non-empty, `[A-Za-z0-9_.-]` only: it appears in admin URLs and metric labels.

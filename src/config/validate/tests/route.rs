@@ -123,10 +123,6 @@ fn rejects_bad_endpoints() {
         ("127.0.0.1", "port is required"),
         ("http://127.0.0.1", "port is required"),
         ("127.0.0.1:0", "between 1 and 65535"),
-        (
-            "https://a:443",
-            "https upstreams are not supported by this build yet",
-        ),
         ("ftp://a:21", "unsupported scheme"),
         ("http://a:80/path", "path or query"),
         ("a:80?q", "path or query"),
@@ -372,7 +368,7 @@ connect_timeout = "0s"
 [[route]]
 name = "a b"
 stable = { endpoints = [] }
-canary = { endpoints = ["https://x:1"] }
+canary = { endpoints = ["x:1"], ca_file = "ca.pem" }
 canary_weight = 101
 "#;
     let errors = parse(src).err().unwrap_or_default();
@@ -384,7 +380,7 @@ canary_weight = 101
             ("server.connect_timeout", 3),
             ("route[0].name", 5),
             ("route[0].stable.endpoints", 6),
-            ("route[0].canary.endpoints[0]", 7),
+            ("route[0].canary.ca_file", 7),
             ("route[0].canary_weight", 8),
         ]
     );

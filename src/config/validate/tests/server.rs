@@ -85,12 +85,18 @@ fn rejects_max_header_bytes_out_of_range() {
 }
 
 #[test]
-fn rejects_tls() {
+fn rejects_unreadable_tls_files() {
     rejects(
-        &format!("[server]\n\ntls = {{ cert = \"a\", key = \"b\" }}\n{ROUTE}"),
-        "server.tls",
+        &format!("[server]\n\ntls = {{ cert = \"/nonexistent/a.crt\", key = \"b\" }}\n{ROUTE}"),
+        "server.tls.cert",
         3,
-        "TLS termination is not supported by this build yet",
+        "cannot read /nonexistent/a.crt",
+    );
+    rejects(
+        &format!("[server]\ntls = {{ cert = \"a.crt\" }}\n{ROUTE}"),
+        "server.tls.key",
+        2,
+        "missing required key `key`",
     );
 }
 
