@@ -169,15 +169,60 @@ pub enum StickySource {
 /// `[route.budget]`: when the canary has spent its error budget.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BudgetConfig {
+    /// How the canary is judged.
+    pub mode: BudgetMode,
     pub window: Duration,
+    /// Threshold criteria: no verdict on fewer canary requests in the window.
+    /// Sequential test: no verdict on fewer canary requests since it was armed.
     pub min_requests: u32,
-    /// 0.0..=1.0
-    pub max_error_rate: f64,
+    /// 0.0..=1.0; an absolute hard stop over the window. Default 0.05 in threshold
+    /// mode, off in sequential mode (the test covers it) unless set.
+    pub max_error_rate: Option<f64>,
     /// Canary rate above this multiple of the stable rate (with a floor) is a breach.
     pub max_error_rate_vs_stable: Option<f64>,
     pub max_p99_latency: Option<Duration>,
     /// Upstream statuses counted as errors. Never empty.
     pub error_statuses: Vec<StatusMatch>,
+    /// Parameters of the sequential test (mode = sequential).
+    pub sequential: SequentialConfig,
+    /// Sequential mode: also test the share of requests slower than this.
+    pub latency_slo: Option<Duration>,
+    /// false: observe only (record would-be rollbacks, never touch the weight).
+    pub enforce: bool,
+}
+
+/// `[route.budget] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BudgetMode {
+    /// Fixed thresholds over a sliding time window.
+    Threshold,
+    /// A sequential probability ratio test of canary vs stable, over requests.
+    #[default]
+    Sequential,
+}
+
+/// The sequential test's parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SequentialConfig {
+    /// "Worse" means an error rate above `tolerance × stable + margin`. ≥ 1.
+    pub tolerance: f64,
+    /// Absolute slack, a fraction (0.01 = one percentage point).
+    pub margin: f64,
+    /// Probability of rolling back a canary that is as good as stable.
+    pub alpha: f64,
+    /// Probability of calling a worse canary healthy.
+    pub beta: f64,
+}
+
+impl Default for SequentialConfig {
+    fn default() -> Self {
+        SequentialConfig {
+            tolerance: 2.0,
+            margin: 0.01,
+            alpha: 0.001,
+            beta: 0.05,
+        }
+    }
 }
 
 /// One entry of `error_statuses`.

@@ -48,8 +48,12 @@ pub struct Summary {
 
 struct Timing {
     step_interval: &'static str,
-    fail_at: Duration,
-    end_at: Duration,
+    /// The canary starts failing this long after it reaches 50 %…
+    fail_after_half: Duration,
+    /// …or at this point at the latest.
+    fail_by: Duration,
+    /// The demo ends this long after the failure starts.
+    linger: Duration,
     tick: Duration,
     worker_pause: Duration,
 }
@@ -72,21 +76,21 @@ struct Tally {
 pub async fn run(options: DemoOptions) -> std::io::Result<Summary> {
     let timing = if options.short {
         Timing {
-            step_interval: "400ms",
-            // After the 50 % step (1.2 s), before the 100 % one (1.6 s).
-            fail_at: Duration::from_millis(1300),
-            end_at: Duration::from_millis(2500),
+            step_interval: "600ms",
+            fail_after_half: Duration::from_millis(200),
+            fail_by: Duration::from_secs(5),
+            linger: Duration::from_millis(900),
             tick: Duration::from_millis(300),
-            worker_pause: Duration::from_millis(5),
+            worker_pause: Duration::from_millis(2),
         }
     } else {
         Timing {
             step_interval: "3s",
-            // After the 50 % step (9 s), before the 100 % one (12 s).
-            fail_at: Duration::from_secs(10),
-            end_at: Duration::from_secs(15),
+            fail_after_half: Duration::from_secs(1),
+            fail_by: Duration::from_secs(20),
+            linger: Duration::from_secs(3),
             tick: Duration::from_secs(1),
-            worker_pause: Duration::from_millis(20),
+            worker_pause: Duration::from_millis(5),
         }
     };
 
@@ -108,14 +112,13 @@ token_file = "{token}"
 name = "{ROUTE}"
 stable = {{ endpoints = ["{stable}"] }}
 canary = {{ endpoints = ["{canary}"], version = "v2-demo" }}
-canary_weight = 0
+canary_weight = 10
 sticky = ["header:x-user-id"]
 [route.budget]
 window = "10s"
 min_requests = 20
-max_error_rate = 0.05
 [route.rollout]
-steps = [5, 25, 50, 100]
+steps = [25, 50, 100]
 step_interval = "{step}"
 "#,
         token = token_file.display(),
@@ -139,15 +142,15 @@ step_interval = "{step}"
     );
     println!("  dashboard  http://{admin_addr}/   (admin token: demo-token)");
     println!(
-        "  rollout    0 → 5 → 25 → 50 → 100 % every {} while within budget",
+        "  rollout    10 → 25 → 50 → 100 %: a step every {} once the evidence says healthy",
         timing.step_interval
     );
     println!(
-        "  budget     more than 5 % canary errors over a 10 s window (≥ 20 requests) rolls back"
+        "  budget     sequential test vs stable: worse than 2 × stable + 1 pp rolls back (α 0.001, β 0.05)"
     );
     println!("  load       {WORKERS} workers, {USERS} simulated users, sticky on x-user-id\n");
     println!(
-        "  {:>6}  {:>6}  {:<12} {:>13} {:>6} {:>7}  {:>13} {:>6} {:>7}",
+        "  {:>6}  {:>6}  {:<12} {:>13} {:>6} {:>7}  {:>13} {:>6} {:>7}  verdict",
         "time", "weight", "state", "stable: req", "err", "p99", "canary: req", "err", "p99"
     );
 
@@ -157,11 +160,13 @@ step_interval = "{step}"
     let rolled_back_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let failing_since: Arc<Mutex<Option<Instant>>> = Arc::default();
 
+    // The demo ends `linger` after the failure starts (set by the timeline below).
+    let end_at = Arc::new(Mutex::new(start + timing.fail_by + timing.linger));
     // Watch the latch at 1 ms resolution to time the rollback.
     let watcher = {
         let runtime = Arc::clone(&runtime);
         let rolled_back_at = Arc::clone(&rolled_back_at);
-        let end = start + timing.end_at;
+        let end = start + timing.fail_by + timing.linger;
         tokio::spawn(async move {
             while Instant::now() < end {
                 if runtime.is_rolled_back() {
@@ -179,11 +184,11 @@ step_interval = "{step}"
     for worker in 0..WORKERS {
         let (client, tally) = (client.clone(), Arc::clone(&tally));
         let runtime = Arc::clone(&runtime);
-        let end = start + timing.end_at;
+        let end_at = Arc::clone(&end_at);
         let pause = timing.worker_pause;
         workers.push(tokio::spawn(async move {
             let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (worker + 1);
-            while Instant::now() < end {
+            while Instant::now() < *end_at.lock().unwrap_or_else(|p| p.into_inner()) {
                 seed = seed
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
@@ -223,37 +228,81 @@ step_interval = "{step}"
     }
 
     // The timeline.
+    // The failure: `fail_after_half` after the canary reaches 50 % (checked every
+    // 10 ms, well before the next step is due), or at `fail_by` at the latest.
+    let chaos = {
+        let (runtime, failing) = (Arc::clone(&runtime), Arc::clone(&failing));
+        let (failing_since, end_at) = (Arc::clone(&failing_since), Arc::clone(&end_at));
+        let (fail_after_half, fail_by, linger) =
+            (timing.fail_after_half, timing.fail_by, timing.linger);
+        tokio::spawn(async move {
+            let mut half_at: Option<Instant> = None;
+            loop {
+                if half_at.is_none() && runtime.effective().percent() >= 50.0 {
+                    half_at = Some(Instant::now());
+                }
+                if half_at.is_some_and(|at| at.elapsed() >= fail_after_half)
+                    || start.elapsed() >= fail_by
+                {
+                    failing.store(true, Ordering::Release);
+                    *failing_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                    *end_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now() + linger;
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
     let mut announced_failure = false;
     let mut shown_events = 0;
     let mut next_tick = start + timing.tick;
-    while Instant::now() < start + timing.end_at {
+    while Instant::now() < *end_at.lock().unwrap_or_else(|p| p.into_inner()) {
         tokio::time::sleep_until(next_tick).await;
         next_tick += timing.tick;
         let elapsed = start.elapsed();
-        if !announced_failure && elapsed >= timing.fail_at {
-            failing.store(true, Ordering::Release);
-            *failing_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        let failed_at = *failing_since.lock().unwrap_or_else(|p| p.into_inner());
+        if let (false, Some(at)) = (announced_failure, failed_at) {
             announced_failure = true;
             println!(
                 "  {:>5.1}s  !! canary v2-demo starts failing: 2 in 5 of its responses are 500",
-                elapsed.as_secs_f64()
+                at.saturating_duration_since(start).as_secs_f64()
             );
         }
         for event in events.list().iter().skip(shown_events) {
             shown_events += 1;
             let mut line = format!("  {:>5.1}s  ", elapsed.as_secs_f64());
+            let number = |key: &str| {
+                event
+                    .details
+                    .get(key)
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(0.0)
+            };
             match event.kind {
+                "rollback" if event.reason.starts_with("sequential") => {
+                    let _ = write!(
+                        line,
+                        "<< ROLLBACK {}: {} (evidence {:.1} ≥ {:.1}; canary {:.1} % errors in the window vs stable {:.2} %)",
+                        event.route.as_deref().unwrap_or("?"),
+                        event.reason,
+                        number("observed"),
+                        number("threshold"),
+                        number("canary_errors") * 100.0 / number("canary_requests").max(1.0),
+                        number("stable_rate") * 100.0,
+                    );
+                }
                 "rollback" => {
                     let _ = write!(
                         line,
                         "<< ROLLBACK {}: {} {:.1} % > {:.1} % ({} of {} canary requests failed in the {} s window)",
                         event.route.as_deref().unwrap_or("?"),
                         event.reason,
-                        event.details.get("observed").and_then(|v| v.as_f64()).unwrap_or(0.0) * 100.0,
-                        event.details.get("threshold").and_then(|v| v.as_f64()).unwrap_or(0.0) * 100.0,
-                        event.details.get("canary_errors").and_then(|v| v.as_u64()).unwrap_or(0),
-                        event.details.get("canary_requests").and_then(|v| v.as_u64()).unwrap_or(0),
-                        event.details.get("window_seconds").and_then(|v| v.as_f64()).unwrap_or(0.0),
+                        number("observed") * 100.0,
+                        number("threshold") * 100.0,
+                        number("canary_errors"),
+                        number("canary_requests"),
+                        number("window_seconds"),
                     );
                 }
                 kind => {
@@ -290,7 +339,7 @@ step_interval = "{step}"
         let (sr, se, sp) = side(&status.window.stable);
         let (cr, ce, cp) = side(&status.window.canary);
         println!(
-            "  {:>5.1}s  {:>5.1}%  {:<12} {:>13} {:>6} {:>7}  {:>13} {:>6} {:>7}",
+            "  {:>5.1}s  {:>5.1}%  {:<12} {:>13} {:>6} {:>7}  {:>13} {:>6} {:>7}  {}",
             elapsed.as_secs_f64(),
             status.effective_weight,
             status.state,
@@ -299,13 +348,15 @@ step_interval = "{step}"
             sp,
             cr,
             ce,
-            cp
+            cp,
+            status.verdict.verdict,
         );
     }
     for worker in workers {
         let _ = worker.await;
     }
     let _ = watcher.await;
+    chaos.abort();
 
     let failing_since = *failing_since.lock().unwrap_or_else(|p| p.into_inner());
     let rolled_back_at = *rolled_back_at.lock().unwrap_or_else(|p| p.into_inner());

@@ -225,7 +225,9 @@ impl Watch {
         let (tx, changes) = mpsc::unbounded_channel::<()>();
         let dir = watch_dir(path);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            // Reading the files (every reload does) produces access events: reacting to
+            // them would make each reload trigger the next.
+            if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
                 let _ = tx.send(());
             }
         })

@@ -10,7 +10,7 @@
 //! the request path never takes.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,16 +19,18 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::config::{BudgetConfig, RouteConfig, Weight};
+use crate::config::{BudgetConfig, BudgetMode, RouteConfig, Weight};
 use crate::events::{Event, Events};
 use crate::routing::{Side, Snapshot};
 use crate::telemetry::{Class, ErrorKind, RouteMeters, Telemetry};
 
 pub mod machine;
+pub mod sequential;
 pub mod store;
 pub mod window;
 
-use machine::{judge, Breach, Command, Conflict, Decision, Machine, Phase};
+use machine::{judge, Breach, BreachKind, Command, Conflict, Decision, Machine, Phase};
+use sequential::{Bounds, Verdict};
 use store::{Identity, Saved};
 use window::{Sample, Window};
 
@@ -49,6 +51,15 @@ pub struct Trip {
     runtime: Arc<RouteRuntime>,
     breach: Breach,
     at: Instant,
+    /// `enforce = false`: report it, change nothing.
+    observe_only: bool,
+}
+
+/// A route's budget with the sequential test's bounds precomputed.
+#[derive(Debug)]
+struct Budget {
+    config: BudgetConfig,
+    bounds: Bounds,
 }
 
 /// One exchange's result as the budget sees it.
@@ -73,7 +84,13 @@ pub struct RouteRuntime {
     effective: AtomicU16,
     /// Replaced (and so cleared) when a reload changes `budget.window`.
     window: ArcSwap<Window>,
-    budget: ArcSwap<BudgetConfig>,
+    budget: ArcSwap<Budget>,
+    /// The sequential tests (errors, slow requests) and the canary requests they saw.
+    errors_test: sequential::Test,
+    latency_test: sequential::Test,
+    armed_requests: AtomicU64,
+    /// `enforce = false`: a would-be rollback has been reported and not yet cleared.
+    observed_failing: AtomicBool,
     machine: Mutex<Machine>,
     meters: RouteMeters,
     state_dir: Mutex<Option<PathBuf>>,
@@ -91,6 +108,38 @@ pub struct RouteStatus {
     pub effective_weight: f64,
     pub canary_version: Option<String>,
     pub window: WindowStatus,
+    pub verdict: VerdictStatus,
+}
+
+/// The budget's current verdict and the evidence behind it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VerdictStatus {
+    /// `sequential` or `threshold`.
+    pub mode: &'static str,
+    /// `healthy`, `undecided` or `failing`.
+    pub verdict: &'static str,
+    /// false: observe only (`enforce = false`).
+    pub enforce: bool,
+    /// Sequential mode only: canary requests since the canary was armed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary_requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<TestStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<TestStatus>,
+}
+
+/// One sequential test: the statistic, its bounds and the hypotheses.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TestStatus {
+    pub statistic: f64,
+    pub upper: f64,
+    pub lower: f64,
+    /// The stable side's rate (errors, or slow requests).
+    pub stable_rate: f64,
+    /// "As good as stable" and "worse than tolerated".
+    pub p0: f64,
+    pub p1: f64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -167,7 +216,11 @@ impl RouteRuntime {
             rolled_back: AtomicBool::new(false),
             effective: AtomicU16::new(0),
             window: ArcSwap::from_pointee(Window::new(route.budget.window, now)),
-            budget: ArcSwap::from_pointee(route.budget.clone()),
+            budget: ArcSwap::from_pointee(Budget::new(&route.budget)),
+            errors_test: sequential::Test::default(),
+            latency_test: sequential::Test::default(),
+            armed_requests: AtomicU64::new(0),
+            observed_failing: AtomicBool::new(false),
             meters: shared.telemetry.route_meters(&route.name),
             machine: Mutex::new(machine),
             state_dir: Mutex::new(state_dir),
@@ -195,7 +248,7 @@ impl RouteRuntime {
             self.window
                 .store(Arc::new(Window::new(route.budget.window, now)));
         }
-        self.budget.store(Arc::new(route.budget.clone()));
+        self.budget.store(Arc::new(Budget::new(&route.budget)));
         *self.state_dir.lock().unwrap_or_else(|p| p.into_inner()) = state_dir;
         self.meters
             .configured_ratio
@@ -226,31 +279,98 @@ impl RouteRuntime {
             Some(outcome.latency.as_secs_f64()),
         );
         let budget = self.budget.load();
+        let config = &budget.config;
         let window = self.window.load();
-        let slow = budget
+        let error = outcome.error.is_some();
+        let slow = config
             .max_p99_latency
             .is_some_and(|limit| outcome.latency > limit);
         window.record(
             side,
             Sample {
-                error: outcome.error.is_some(),
+                error,
                 slow,
                 latency: outcome.latency,
             },
             now,
         );
-        if side == Side::Canary && !self.is_rolled_back() {
+        let slo_miss = config.latency_slo.map(|slo| outcome.latency > slo);
+        if config.mode == BudgetMode::Sequential && side == Side::Stable {
+            self.errors_test.stable(error);
+            if let Some(miss) = slo_miss {
+                self.latency_test.stable(miss);
+            }
+        }
+        if side == Side::Stable || self.is_rolled_back() {
+            return;
+        }
+        let mut breach = None;
+        if config.mode == BudgetMode::Sequential {
+            let seen = self.armed_requests.fetch_add(1, Ordering::Relaxed) + 1;
+            let errors = self
+                .errors_test
+                .canary(error, &config.sequential, &budget.bounds);
+            let latency = slo_miss.map(|miss| {
+                self.latency_test
+                    .canary(miss, &config.sequential, &budget.bounds)
+            });
+            if seen >= u64::from(config.min_requests) {
+                let upper = budget.bounds.upper;
+                let kind = if errors >= upper {
+                    Some((BreachKind::Sequential, errors))
+                } else {
+                    latency
+                        .filter(|s| *s >= upper)
+                        .map(|s| (BreachKind::SequentialLatency, s))
+                };
+                breach = kind.map(|(kind, statistic)| Breach {
+                    kind,
+                    observed: statistic,
+                    threshold: upper,
+                    canary: window.stats(Side::Canary, now),
+                    stable: window.stats(Side::Stable, now),
+                    window: window.length(),
+                });
+            }
+        }
+        if breach.is_none() {
             let stable = window.stats(Side::Stable, now);
             let canary = window.stats(Side::Canary, now);
-            if let Some(breach) = judge(&budget, stable, canary, window.length()) {
-                self.trip(breach, now);
+            breach = judge(config, stable, canary, window.length());
+        }
+        match breach {
+            Some(breach) => self.trip(breach, now, config.enforce),
+            None => {
+                if !config.enforce && self.observed_failing.load(Ordering::Relaxed) {
+                    // Back within budget: a later breach is reported again.
+                    self.observed_failing.store(false, Ordering::Relaxed);
+                }
             }
         }
     }
 
     /// Latches the rollback on the request path; the first caller wins and tells the
-    /// driver.
-    fn trip(self: &Arc<Self>, breach: Breach, now: Instant) {
+    /// driver. With `enforce = false` only the report happens (once per breach).
+    fn trip(self: &Arc<Self>, breach: Breach, now: Instant, enforce: bool) {
+        if !enforce {
+            if self
+                .observed_failing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.meters.would_rollback.increment(1);
+                let trip = Trip {
+                    runtime: Arc::clone(self),
+                    breach,
+                    at: now,
+                    observe_only: true,
+                };
+                if let Err(unsent) = self.shared.trips.send(trip) {
+                    unsent.0.runtime.report_would_rollback(&unsent.0.breach);
+                }
+            }
+            return;
+        }
         if self
             .rolled_back
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -262,17 +382,17 @@ impl RouteRuntime {
                 runtime: Arc::clone(self),
                 breach,
                 at: now,
+                observe_only: false,
             };
             if let Err(unsent) = self.shared.trips.send(trip) {
                 // The driver is gone (shutting down): settle it here.
-                let trip = unsent.0;
-                trip.runtime.settle(trip.breach, trip.at);
+                unsent.0.settle();
             }
         }
     }
 
     /// Driver: records a tripped breach in the machine, persists it, emits the event.
-    fn settle(&self, breach: Breach, at: Instant) {
+    fn settle_breach(&self, breach: Breach, at: Instant) {
         let mut machine = self.lock();
         if let Some(decision) = machine.breach(breach, at) {
             self.apply(&machine, decision);
@@ -281,19 +401,55 @@ impl RouteRuntime {
         }
     }
 
+    /// Driver, observe-only mode: the event a rollback would have been.
+    fn report_would_rollback(&self, breach: &Breach) {
+        let event = breach_event(
+            Event::new("would_rollback", Some(&*self.name), breach.kind.as_str()),
+            breach,
+        )
+        .with("enforce", false);
+        self.shared
+            .events
+            .record(self.with_evidence(event, breach.kind));
+    }
+
+    /// Adds the sequential test's evidence to an event about a sequential breach.
+    fn with_evidence(&self, event: Event, kind: BreachKind) -> Event {
+        let test = match kind {
+            BreachKind::Sequential => &self.errors_test,
+            BreachKind::SequentialLatency => &self.latency_test,
+            BreachKind::ErrorRate | BreachKind::ErrorRateVsStable | BreachKind::P99Latency => {
+                return event
+            }
+        };
+        let budget = self.budget.load();
+        let evidence = test.evidence(&budget.config.sequential);
+        event
+            .with("lower", budget.bounds.lower)
+            .with("p0", evidence.p0)
+            .with("p1", evidence.p1)
+            .with("stable_rate", evidence.stable_rate)
+            .with(
+                "armed_canary_requests",
+                self.armed_requests.load(Ordering::Relaxed),
+            )
+    }
+
     /// Driver: advances the rollout when its step has been held within budget.
     pub fn tick(&self, now: Instant) {
-        let within = !self.is_rolled_back() && {
-            let budget = self.budget.load();
-            let window = self.window.load();
-            judge(
-                &budget,
-                window.stats(Side::Stable, now),
-                window.stats(Side::Canary, now),
-                window.length(),
-            )
-            .is_none()
-        };
+        // Threshold mode: steps advance while within budget. Sequential mode: only on
+        // positive evidence (healthy), except the step out of 0 %, where no canary
+        // traffic can produce evidence.
+        let verdict = self.verdict(now);
+        let mode = self.budget.load().config.mode;
+        let within = !self.is_rolled_back()
+            && match mode {
+                BudgetMode::Threshold => verdict != Verdict::Failing,
+                BudgetMode::Sequential => {
+                    verdict == Verdict::Healthy
+                        || (self.effective() == Weight::ZERO && verdict != Verdict::Failing)
+                }
+            };
         let mut machine = self.lock();
         if let Some(decision) = machine.tick(now, within) {
             self.apply(&machine, decision);
@@ -309,6 +465,10 @@ impl RouteRuntime {
                 if was == Phase::RolledBack {
                     // A resumed (or force-promoted) canary is judged on fresh evidence.
                     self.window.load().clear();
+                    self.errors_test.reset();
+                    self.latency_test.reset();
+                    self.armed_requests.store(0, Ordering::Relaxed);
+                    self.observed_failing.store(false, Ordering::Relaxed);
                 }
                 self.apply(&machine, decision);
             }
@@ -339,6 +499,65 @@ impl RouteRuntime {
                 stable: side(Side::Stable),
                 canary: side(Side::Canary),
             },
+            verdict: self.verdict_status(now),
+        }
+    }
+
+    /// The budget's verdict now. Threshold mode: failing on a breach, healthy once the
+    /// window holds `min_requests` canary requests within budget.
+    pub fn verdict(&self, now: Instant) -> Verdict {
+        let budget = self.budget.load();
+        let config = &budget.config;
+        let window = self.window.load();
+        let stable = window.stats(Side::Stable, now);
+        let canary = window.stats(Side::Canary, now);
+        if judge(config, stable, canary, window.length()).is_some() {
+            return Verdict::Failing;
+        }
+        match config.mode {
+            BudgetMode::Threshold if canary.requests >= u64::from(config.min_requests) => {
+                Verdict::Healthy
+            }
+            BudgetMode::Threshold => Verdict::Undecided,
+            BudgetMode::Sequential => {
+                let errors = budget.bounds.verdict(self.errors_test.statistic());
+                let latency = config.latency_slo.map_or(Verdict::Healthy, |_| {
+                    budget.bounds.verdict(self.latency_test.statistic())
+                });
+                match (errors, latency) {
+                    (Verdict::Failing, _) | (_, Verdict::Failing) => Verdict::Failing,
+                    (Verdict::Healthy, Verdict::Healthy) => Verdict::Healthy,
+                    _ => Verdict::Undecided,
+                }
+            }
+        }
+    }
+
+    fn verdict_status(&self, now: Instant) -> VerdictStatus {
+        let budget = self.budget.load();
+        let config = &budget.config;
+        let test = |test: &sequential::Test| {
+            let evidence = test.evidence(&config.sequential);
+            TestStatus {
+                statistic: evidence.statistic,
+                upper: budget.bounds.upper,
+                lower: budget.bounds.lower,
+                stable_rate: evidence.stable_rate,
+                p0: evidence.p0,
+                p1: evidence.p1,
+            }
+        };
+        let sequential = config.mode == BudgetMode::Sequential;
+        VerdictStatus {
+            mode: match config.mode {
+                BudgetMode::Sequential => "sequential",
+                BudgetMode::Threshold => "threshold",
+            },
+            verdict: self.verdict(now).as_str(),
+            enforce: config.enforce,
+            canary_requests: sequential.then(|| self.armed_requests.load(Ordering::Relaxed)),
+            errors: sequential.then(|| test(&self.errors_test)),
+            latency: (sequential && config.latency_slo.is_some()).then(|| test(&self.latency_test)),
         }
     }
 
@@ -368,16 +587,9 @@ impl RouteRuntime {
                 breach: Some(breach),
             } => {
                 self.meters.rollback(breach.kind.as_str());
-                Event::new("rollback", route, breach.kind.as_str())
-                    .with("observed", breach.observed)
-                    .with("threshold", breach.threshold)
-                    .with("window_seconds", breach.window.as_secs_f64())
-                    .with("canary_requests", breach.canary.requests)
-                    .with("canary_errors", breach.canary.errors)
-                    .with("canary_slow", breach.canary.slow)
-                    .with("stable_requests", breach.stable.requests)
-                    .with("stable_errors", breach.stable.errors)
-                    .with("stable_error_rate", breach.stable.error_rate())
+                let event =
+                    breach_event(Event::new("rollback", route, breach.kind.as_str()), breach);
+                self.with_evidence(event, breach.kind)
             }
             Decision::RolledBack { breach: None } => {
                 self.meters.rollback("manual");
@@ -431,6 +643,43 @@ impl RouteRuntime {
     }
 }
 
+/// The numbers behind a breach, as event fields.
+fn breach_event(event: Event, breach: &Breach) -> Event {
+    event
+        .with("observed", breach.observed)
+        .with("threshold", breach.threshold)
+        .with("window_seconds", breach.window.as_secs_f64())
+        .with("canary_requests", breach.canary.requests)
+        .with("canary_errors", breach.canary.errors)
+        .with("canary_slow", breach.canary.slow)
+        .with("stable_requests", breach.stable.requests)
+        .with("stable_errors", breach.stable.errors)
+        .with("stable_error_rate", breach.stable.error_rate())
+}
+
+// === impl Budget ===
+
+impl Budget {
+    fn new(config: &BudgetConfig) -> Budget {
+        Budget {
+            config: config.clone(),
+            bounds: Bounds::new(&config.sequential),
+        }
+    }
+}
+
+// === impl Trip ===
+
+impl Trip {
+    fn settle(self) {
+        if self.observe_only {
+            self.runtime.report_would_rollback(&self.breach);
+        } else {
+            self.runtime.settle_breach(self.breach, self.at);
+        }
+    }
+}
+
 fn identity(route: &RouteConfig) -> Identity {
     Identity {
         version: route.canary_version.clone(),
@@ -455,7 +704,7 @@ pub async fn drive(
     loop {
         tokio::select! {
             trip = trips.recv() => match trip {
-                Some(trip) => trip.runtime.settle(trip.breach, trip.at),
+                Some(trip) => trip.settle(),
                 None => return,
             },
             _ = interval.tick() => {
@@ -470,7 +719,7 @@ pub async fn drive(
     }
     // A breach tripped just before shutdown must still be persisted and reported.
     while let Ok(trip) = trips.try_recv() {
-        trip.runtime.settle(trip.breach, trip.at);
+        trip.settle();
     }
 }
 

@@ -65,10 +65,12 @@ pub enum ErrorKind {
 }
 
 /// Rollback reasons (`reason` label of `rollbacks_total`).
-pub const ROLLBACK_REASONS: [&str; 4] = [
+pub const ROLLBACK_REASONS: [&str; 6] = [
     "error_rate",
     "error_rate_vs_stable",
     "p99_latency",
+    "sequential_error_rate",
+    "sequential_latency",
     "manual",
 ];
 
@@ -93,7 +95,7 @@ pub struct RouteMeters {
     errors: [[Counter; 6]; 2],
     pub weight_ratio: Gauge,
     pub configured_ratio: Gauge,
-    rollbacks: [Counter; 4],
+    rollbacks: [Counter; 6],
     states: [Gauge; 5],
     pub would_rollback: Counter,
 }

@@ -201,11 +201,15 @@ async fn webhook_receives_the_rollback_event() {
         .await
         .expect("no webhook call")
         .unwrap();
+    // The default sequential test: with no stable traffic its baseline is the 1 %
+    // prior, each error weighs ln 3, and the 7th crosses ln(0.95 / 0.001).
     assert_eq!(event["kind"], "rollback");
     assert_eq!(event["route"], "shop");
-    assert_eq!(event["reason"], "error_rate");
-    assert_eq!(event["canary_requests"], 5);
-    assert_eq!(event["canary_errors"], 5);
+    assert_eq!(event["reason"], "sequential_error_rate");
+    assert_eq!(event["canary_errors"], 7);
+    assert_eq!(event["armed_canary_requests"], 7);
+    assert!(event["observed"].as_f64().unwrap() >= event["threshold"].as_f64().unwrap());
+    assert_eq!(event["p0"], 0.01);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
 
 fn config(stable: &MockUpstream, canary: &MockUpstream, weight: f64, budget: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{ADMIN}{}[route.budget]\n{budget}\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n{ADMIN}{}[route.budget]\nmode = \"threshold\"\n{budget}\n",
         route_toml(
             "shop",
             stable.addr,
@@ -127,7 +127,7 @@ async fn canary_serves_not_one_request_after_the_breach() {
 async fn grpc_status_in_trailers_trips_the_budget() {
     let upstream = MockUpstream::start("grpc").await;
     let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{ADMIN}[[route]]\nname = \"rpc\"\nstable = {{ endpoints = [\"{0}\"], protocol = \"h2\" }}\ncanary = {{ endpoints = [\"{0}\"], protocol = \"h2\" }}\ncanary_weight = 100\n[route.budget]\nmin_requests = 5\nmax_error_rate = 0.5\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n{ADMIN}[[route]]\nname = \"rpc\"\nstable = {{ endpoints = [\"{0}\"], protocol = \"h2\" }}\ncanary = {{ endpoints = [\"{0}\"], protocol = \"h2\" }}\ncanary_weight = 100\n[route.budget]\nmode = \"threshold\"\nmin_requests = 5\nmax_error_rate = 0.5\n",
         upstream.addr
     );
     let proxy = TestProxy::start(&toml).await;

@@ -173,7 +173,7 @@ async fn rollback_latch_survives_a_process_restart() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"1s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n{}[route.budget]\nmin_requests = 5\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"1s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n{}[route.budget]\nmode = \"threshold\"\nmin_requests = 5\n",
             route_toml("r", stable.addr, canary.addr, 100.0, "")
         ),
     )
@@ -269,12 +269,14 @@ async fn sighup_reloads_the_config() {
     let up = MockUpstream::start("up").await;
     let config_dir = tempfile::tempdir().unwrap();
     let secrets = tempfile::tempdir().unwrap();
+    // secrets/current -> a; the token is current/sub/token, so the proxy watches
+    // a/sub (intermediate symlinks resolve), which the swap of `current` never touches.
     for (dir, token) in [("a", "old-token"), ("b", "new-token")] {
-        std::fs::create_dir(secrets.path().join(dir)).unwrap();
-        std::fs::write(secrets.path().join(dir).join("token"), token).unwrap();
+        std::fs::create_dir_all(secrets.path().join(dir).join("sub")).unwrap();
+        std::fs::write(secrets.path().join(dir).join("sub/token"), token).unwrap();
     }
     std::os::unix::fs::symlink("a", secrets.path().join("current")).unwrap();
-    let token = secrets.path().join("current").join("token");
+    let token = secrets.path().join("current/sub/token");
     let config = config_dir.path().join("proxy.toml");
     std::fs::write(
         &config,
@@ -340,9 +342,20 @@ fn demo_runs_to_completion_and_reports_a_rollback() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("<< ROLLBACK shop: error_rate"), "{stdout}");
     assert!(
-        stdout.contains("rolled back                           yes (error_rate)"),
+        stdout.contains("<< ROLLBACK shop: sequential_error_rate"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rolled back                           yes (sequential_error_rate)"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("-- promote"),
+        "failure starts before the last step: {stdout}"
+    );
+    assert!(
+        stdout.contains("-- step: canary weight 10 % → 25 %"),
         "{stdout}"
     );
     assert!(

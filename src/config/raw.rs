@@ -147,6 +147,15 @@ pub(super) struct RawBudget {
     pub(super) max_error_rate_vs_stable: Option<Spanned<Number>>,
     pub(super) max_p99_latency: Option<Spanned<String>>,
     pub(super) error_statuses: Option<Spanned<Vec<Spanned<StatusEntry>>>>,
+    /// `"threshold"` or `"sequential"`.
+    pub(super) mode: Option<Spanned<String>>,
+    pub(super) tolerance: Option<Spanned<Number>>,
+    pub(super) margin: Option<Spanned<Number>>,
+    pub(super) alpha: Option<Spanned<Number>>,
+    pub(super) beta: Option<Spanned<Number>>,
+    /// Humantime duration.
+    pub(super) latency_slo: Option<Spanned<String>>,
+    pub(super) enforce: Option<Spanned<bool>>,
 }
 
 /// `[route.rollout]`.

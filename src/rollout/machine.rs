@@ -39,6 +39,10 @@ pub enum BreachKind {
     ErrorRate,
     ErrorRateVsStable,
     P99Latency,
+    /// The sequential test on errors reached its upper bound.
+    Sequential,
+    /// The sequential test on slow requests reached its upper bound.
+    SequentialLatency,
 }
 
 /// The numbers behind a breach.
@@ -292,12 +296,10 @@ pub fn judge(
         window,
     };
     let canary_rate = canary.error_rate();
-    if canary_rate > budget.max_error_rate {
-        return Some(breach(
-            BreachKind::ErrorRate,
-            canary_rate,
-            budget.max_error_rate,
-        ));
+    if let Some(max) = budget.max_error_rate {
+        if canary_rate > max {
+            return Some(breach(BreachKind::ErrorRate, canary_rate, max));
+        }
     }
     if let Some(ratio) = budget.max_error_rate_vs_stable {
         let limit = ratio * stable.error_rate().max(STABLE_RATE_FLOOR);
@@ -355,6 +357,8 @@ impl BreachKind {
             BreachKind::ErrorRate => "error_rate",
             BreachKind::ErrorRateVsStable => "error_rate_vs_stable",
             BreachKind::P99Latency => "p99_latency",
+            BreachKind::Sequential => "sequential_error_rate",
+            BreachKind::SequentialLatency => "sequential_latency",
         }
     }
 }

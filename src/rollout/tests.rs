@@ -13,6 +13,7 @@ stable = { endpoints = ["127.0.0.1:1"] }
 canary = { endpoints = ["127.0.0.1:2"], version = "v1" }
 canary_weight = 0
 [route.budget]
+mode = "threshold"
 window = "30s"
 min_requests = 5
 max_error_rate = 0.1

@@ -9,8 +9,8 @@ use super::Ctx;
 
 use crate::config::raw::{Number, RawBudget, RawRollout, RawRoute};
 use crate::config::{
-    BudgetConfig, RolloutConfig, RouteConfig, Scheme, StatusMatch, StickySource, UpstreamConfig,
-    UpstreamTls, Weight,
+    BudgetConfig, BudgetMode, RolloutConfig, RouteConfig, Scheme, SequentialConfig, StatusMatch,
+    StickySource, UpstreamConfig, UpstreamTls, Weight,
 };
 
 /// The TLS keys of a `stable` / `canary` table.
@@ -350,6 +350,19 @@ impl Ctx<'_> {
             }
             None => Some(DEFAULT_MIN_REQUESTS),
         };
+        let mode = match &raw.mode {
+            Some(value) => match value.get_ref().as_str() {
+                "threshold" => Some(BudgetMode::Threshold),
+                "sequential" => Some(BudgetMode::Sequential),
+                other => {
+                    let message =
+                        format!("unknown mode `{other}`: use \"sequential\" or \"threshold\"");
+                    self.error(value.span(), &format!("{at}.mode"), message);
+                    None
+                }
+            },
+            None => Some(BudgetMode::default()),
+        };
         let max_error_rate = match &raw.max_error_rate {
             Some(value) => {
                 let rate = value.get_ref().0;
@@ -359,10 +372,25 @@ impl Ctx<'_> {
                         format!("must be a fraction in (0, 1], e.g. 0.05 for 5 %, got {rate}");
                     self.error(value.span(), &format!("{at}.max_error_rate"), message);
                 }
-                ok.then_some(rate)
+                ok.then_some(Some(rate))
             }
-            None => Some(DEFAULT_MAX_ERROR_RATE),
+            // Threshold mode's main criterion; in sequential mode the test covers it.
+            None => Some((mode == Some(BudgetMode::Threshold)).then_some(DEFAULT_MAX_ERROR_RATE)),
         };
+        let sequential = self.sequential(raw, mode, at);
+        let latency_slo = match &raw.latency_slo {
+            Some(value) if mode == Some(BudgetMode::Threshold) => {
+                self.error(
+                    value.span(),
+                    &format!("{at}.latency_slo"),
+                    "only applies with mode = \"sequential\" (use max_p99_latency in threshold mode)",
+                );
+                None
+            }
+            Some(value) => self.duration(value, &format!("{at}.latency_slo")).map(Some),
+            None => Some(None),
+        };
+        let enforce = Some(raw.enforce.as_ref().is_none_or(|v| *v.get_ref()));
         let max_error_rate_vs_stable = match &raw.max_error_rate_vs_stable {
             Some(value) => {
                 let ratio = value.get_ref().0;
@@ -410,12 +438,100 @@ impl Ctx<'_> {
             None => Some(DEFAULT_ERROR_STATUSES.to_vec()),
         };
         Some(BudgetConfig {
+            mode: mode?,
             window: window?,
             min_requests: min_requests?,
             max_error_rate: max_error_rate?,
             max_error_rate_vs_stable: max_error_rate_vs_stable?,
             max_p99_latency: max_p99_latency?,
             error_statuses: error_statuses?,
+            sequential: sequential?,
+            latency_slo: latency_slo?,
+            enforce: enforce?,
+        })
+    }
+
+    /// tolerance ≥ 1, margin in [0, 0.5], alpha and beta in (0, 0.5); only with
+    /// mode = "sequential".
+    fn sequential(
+        &mut self,
+        raw: &RawBudget,
+        mode: Option<BudgetMode>,
+        at: &str,
+    ) -> Option<SequentialConfig> {
+        let defaults = SequentialConfig::default();
+        let mut ok = true;
+        let mut field = |this: &mut Self,
+                         value: Option<&Spanned<Number>>,
+                         name: &str,
+                         default: f64,
+                         valid: &dyn Fn(f64) -> bool,
+                         rule: &str|
+         -> f64 {
+            let Some(value) = value else { return default };
+            let key = format!("{at}.{name}");
+            if mode == Some(BudgetMode::Threshold) {
+                this.error(
+                    value.span(),
+                    &key,
+                    "only applies with mode = \"sequential\"",
+                );
+                ok = false;
+                return default;
+            }
+            let x = value.get_ref().0;
+            if !(x.is_finite() && valid(x)) {
+                this.error(value.span(), &key, format!("{rule}, got {x}"));
+                ok = false;
+            }
+            x
+        };
+        let tolerance = field(
+            self,
+            raw.tolerance.as_ref(),
+            "tolerance",
+            defaults.tolerance,
+            &|x| x >= 1.0,
+            "must be a ratio of at least 1.0 (2.0 = twice stable's error rate)",
+        );
+        let margin = field(
+            self,
+            raw.margin.as_ref(),
+            "margin",
+            defaults.margin,
+            &|x| (0.0..=0.5).contains(&x),
+            "must be a fraction in [0, 0.5] (0.01 = one percentage point)",
+        );
+        let alpha = field(
+            self,
+            raw.alpha.as_ref(),
+            "alpha",
+            defaults.alpha,
+            &|x| x > 0.0 && x < 0.5,
+            "must be a probability in (0, 0.5), e.g. 0.001",
+        );
+        let beta = field(
+            self,
+            raw.beta.as_ref(),
+            "beta",
+            defaults.beta,
+            &|x| x > 0.0 && x < 0.5,
+            "must be a probability in (0, 0.5), e.g. 0.05",
+        );
+        if ok && tolerance <= 1.0 && margin == 0.0 {
+            let span = raw.tolerance.as_ref().map_or(0..0, Spanned::span);
+            self.error(
+                span,
+                &format!("{at}.tolerance"),
+                "tolerance 1.0 with margin 0 leaves no room between a healthy and a failing canary",
+            );
+            ok = false;
+        }
+        ok.then_some(SequentialConfig {
+            tolerance,
+            margin,
+            alpha,
+            beta,
         })
     }
 
@@ -490,11 +606,15 @@ impl Ctx<'_> {
 
 fn default_budget() -> BudgetConfig {
     BudgetConfig {
+        mode: BudgetMode::default(),
         window: DEFAULT_WINDOW,
         min_requests: DEFAULT_MIN_REQUESTS,
-        max_error_rate: DEFAULT_MAX_ERROR_RATE,
+        max_error_rate: None,
         max_error_rate_vs_stable: None,
         max_p99_latency: None,
         error_statuses: DEFAULT_ERROR_STATUSES.to_vec(),
+        sequential: SequentialConfig::default(),
+        latency_slo: None,
+        enforce: true,
     }
 }

@@ -177,7 +177,10 @@ fn defaults() {
     let budget = &route.budget;
     assert_eq!(budget.window, Duration::from_secs(30));
     assert_eq!(budget.min_requests, 50);
-    assert_eq!(budget.max_error_rate, 0.05);
+    // Sequential by default: the absolute stop is off unless set.
+    assert_eq!(budget.mode, crate::config::BudgetMode::Sequential);
+    assert_eq!(budget.max_error_rate, None);
+    assert!(budget.enforce);
     assert_eq!(budget.max_error_rate_vs_stable, None);
     assert_eq!(budget.max_p99_latency, None);
     assert_eq!(budget.error_statuses, [StatusMatch::Class(5)]);

@@ -6,12 +6,16 @@ fn w(p: f64) -> Weight {
 
 fn budget() -> BudgetConfig {
     BudgetConfig {
+        mode: crate::config::BudgetMode::Threshold,
         window: Duration::from_secs(30),
         min_requests: 50,
-        max_error_rate: 0.05,
+        max_error_rate: Some(0.05),
         max_error_rate_vs_stable: None,
         max_p99_latency: None,
         error_statuses: vec![crate::config::StatusMatch::Class(5)],
+        sequential: crate::config::SequentialConfig::default(),
+        latency_slo: None,
+        enforce: true,
     }
 }
 
@@ -54,7 +58,7 @@ fn absolute_error_rate() {
 #[test]
 fn relative_to_stable_with_a_floor() {
     let b = BudgetConfig {
-        max_error_rate: 0.5,
+        max_error_rate: Some(0.5),
         max_error_rate_vs_stable: Some(3.0),
         ..budget()
     };
