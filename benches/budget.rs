@@ -17,6 +17,7 @@ use canary_proxy::rollout::{Outcome, Shared};
 use canary_proxy::routing::{Side, Snapshot};
 use canary_proxy::telemetry::{Class, Telemetry};
 
+/// Default mode (sequential) with the latency test and two window hard stops.
 const CONFIG: &str = r#"
 [[route]]
 name = "bench"
@@ -27,6 +28,19 @@ canary_weight = 10
 max_error_rate = 0.5
 max_error_rate_vs_stable = 3.0
 max_p99_latency = "500ms"
+latency_slo = "200ms"
+"#;
+
+/// The window rule alone.
+const THRESHOLD: &str = r#"
+[[route]]
+name = "bench"
+stable = { endpoints = ["127.0.0.1:9001"] }
+canary = { endpoints = ["127.0.0.1:9002"] }
+canary_weight = 10
+[route.budget]
+mode = "threshold"
+max_error_rate = 0.5
 "#;
 
 fn budget(c: &mut Criterion) {
@@ -81,8 +95,26 @@ fn budget(c: &mut Criterion) {
     c.bench_function("runtime/record_stable", |b| {
         b.iter(|| route.record(black_box(Side::Stable), black_box(ok), now))
     });
-    c.bench_function("runtime/record_canary_with_verdict", |b| {
+    c.bench_function("runtime/record_canary_sequential", |b| {
         b.iter(|| route.record(black_box(Side::Canary), black_box(ok), now))
+    });
+
+    let config = parse_str(THRESHOLD, Path::new("bench.toml")).unwrap();
+    let (shared, _trips) = Shared::new(Arc::new(Events::new(None)), Telemetry::new());
+    let snapshot = Snapshot::build(config, 1, None, &shared, now);
+    let threshold = &snapshot.routes[0].runtime;
+    c.bench_function("runtime/record_canary_threshold", |b| {
+        b.iter(|| threshold.record(black_box(Side::Canary), black_box(ok), now))
+    });
+
+    let test = canary_proxy::rollout::sequential::Test::default();
+    let seq = canary_proxy::config::SequentialConfig::default();
+    let bounds = canary_proxy::rollout::sequential::Bounds::new(&seq);
+    c.bench_function("sequential/canary_update", |b| {
+        b.iter(|| test.canary(black_box(false), &seq, &bounds))
+    });
+    c.bench_function("sequential/stable_update", |b| {
+        b.iter(|| test.stable(black_box(false)))
     });
 }
 

@@ -94,6 +94,16 @@ async fn dashboard_shows_routes_weights_and_the_rollback() {
     assert!(html.contains(r#"<li data-kind="rollback">"#), "{html}");
     assert!(html.contains("error_rate"), "{html}");
     assert!(html.contains("config generation 1"), "{html}");
+    // The verdict and its evidence.
+    assert!(
+        html.contains(r#"<strong class="failing" data-field="verdict">failing</strong>"#),
+        "{html}"
+    );
+    assert!(html.contains("(sequential)"), "{html}");
+    assert!(
+        html.contains("canary requests; stable error rate"),
+        "{html}"
+    );
 
     // Screenshots, wide and narrow.
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
