@@ -79,16 +79,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn demo(short: bool, keep_running: bool) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// The multi-threaded runtime (one worker per available core).
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
+        .map_err(|err| {
             eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::from(1);
-        }
+            ExitCode::from(1)
+        })
+}
+
+fn demo(short: bool, keep_running: bool) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
     };
     let options = canary_proxy::demo::DemoOptions {
         short,
@@ -172,15 +177,9 @@ fn run(path: &std::path::Path) -> ExitCode {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let app = match App::bind(config).await {

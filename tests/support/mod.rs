@@ -338,28 +338,18 @@ impl TestProxy {
             Ok(config) => config,
             Err(errors) => panic!("invalid test config: {errors:#?}\n{toml}"),
         };
-        let app = App::bind(config).await.unwrap();
-        let addr = app.local_addr().unwrap();
-        let admin = app.admin_addr();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.serve(async move {
-            let _ = rx.await;
-        }));
-        TestProxy {
-            addr,
-            admin,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        TestProxy::serve(App::bind(config).await.unwrap())
     }
 
     /// Starts a proxy from a config file that it watches for changes (hot reload).
     pub async fn start_watching(path: &Path) -> TestProxy {
         let config = canary_proxy::config::Config::load(path).unwrap();
-        let app = App::bind(config)
-            .await
-            .unwrap()
-            .reload_from(path.to_path_buf());
+        let app = App::bind(config).await.unwrap();
+        TestProxy::serve(app.reload_from(path.to_path_buf()))
+    }
+
+    /// Serves `app` on a task until `stop` (or drop).
+    fn serve(app: App) -> TestProxy {
         let addr = app.local_addr().unwrap();
         let admin = app.admin_addr();
         let (tx, rx) = oneshot::channel::<()>();
