@@ -284,6 +284,114 @@ fn rejects_bad_budget() {
 }
 
 #[test]
+fn rejects_bad_sequential_parameters() {
+    let cases = [
+        (
+            "mode = \"bayesian\"",
+            "route[0].budget.mode",
+            "unknown mode",
+        ),
+        (
+            "tolerance = 0.5",
+            "route[0].budget.tolerance",
+            "at least 1.0",
+        ),
+        ("margin = 0.9", "route[0].budget.margin", "[0, 0.5]"),
+        ("alpha = 0", "route[0].budget.alpha", "(0, 0.5)"),
+        ("alpha = 0.5", "route[0].budget.alpha", "(0, 0.5)"),
+        ("beta = -0.1", "route[0].budget.beta", "(0, 0.5)"),
+        (
+            "latency_slo = \"0s\"",
+            "route[0].budget.latency_slo",
+            "greater than 0",
+        ),
+    ];
+    for (line, key, text) in cases {
+        rejects(
+            &route_with(&format!("[route.budget]\n{line}")),
+            key,
+            7,
+            text,
+        );
+    }
+    // No room between healthy and failing.
+    rejects(
+        &route_with("[route.budget]\ntolerance = 1.0\nmargin = 0"),
+        "route[0].budget.tolerance",
+        7,
+        "leaves no room",
+    );
+}
+
+#[test]
+fn rejects_sequential_keys_in_threshold_mode() {
+    for (line, key) in [
+        ("tolerance = 3.0", "route[0].budget.tolerance"),
+        ("alpha = 0.01", "route[0].budget.alpha"),
+        ("latency_slo = \"200ms\"", "route[0].budget.latency_slo"),
+    ] {
+        rejects(
+            &route_with(&format!("[route.budget]\nmode = \"threshold\"\n{line}")),
+            key,
+            8,
+            "only applies with mode = \"sequential\"",
+        );
+    }
+}
+
+#[test]
+fn budget_mode_defaults() {
+    let config = parse(&route_with("[route.budget]\nmode = \"threshold\"")).unwrap();
+    let budget = &config.routes[0].budget;
+    assert_eq!(budget.mode, crate::config::BudgetMode::Threshold);
+    assert_eq!(budget.max_error_rate, Some(0.05));
+    let config = parse(&route_with(
+        "[route.budget]\ntolerance = 3\nmargin = 0.02\nalpha = 0.01\nbeta = 0.1\nlatency_slo = \"250ms\"\nenforce = false",
+    ))
+    .unwrap();
+    let budget = &config.routes[0].budget;
+    assert_eq!(budget.mode, crate::config::BudgetMode::Sequential);
+    assert_eq!(budget.max_error_rate, None);
+    assert_eq!(
+        budget.sequential,
+        crate::config::SequentialConfig {
+            tolerance: 3.0,
+            margin: 0.02,
+            alpha: 0.01,
+            beta: 0.1
+        }
+    );
+    assert_eq!(budget.latency_slo, Some(Duration::from_millis(250)));
+    assert!(!budget.enforce);
+}
+
+#[test]
+fn rejects_incomplete_or_unreadable_upstream_tls() {
+    let https = |extra: &str| {
+        ROUTE.replace(
+            "canary = { endpoints = [\"127.0.0.1:9002\"] }",
+            &format!("canary = {{ endpoints = [\"https://127.0.0.1:9002\"]{extra} }}"),
+        )
+    };
+    rejects(
+        &https(", client_cert = \"/nonexistent/c.pem\""),
+        "route[0].canary.client_key",
+        5,
+        "missing required key `client_key`",
+    );
+    rejects(
+        &https(", ca_file = \"/nonexistent/ca.pem\""),
+        "route[0].canary.ca_file",
+        5,
+        "cannot read /nonexistent/ca.pem",
+    );
+    // https:// alone is fine: verified against the webpki roots.
+    let config = parse(&https("")).unwrap();
+    assert!(config.routes[0].canary.tls.is_some());
+    assert!(config.routes[0].stable.tls.is_none());
+}
+
+#[test]
 fn rejects_bad_error_status() {
     for status in ["\"6xx\"", "\"5x\"", "\"99\"", "600", "\"abc\""] {
         let src = route_with(&format!(
