@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT,
+    Entry, HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT,
     FORWARDED, HOST, TE, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{Extensions, Request, Response, StatusCode, Version};
@@ -133,7 +133,6 @@ async fn forward(
         }
     }
     strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
-    parts.headers.remove(EXPECT);
     append_forwarded(&mut parts.headers, conn);
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
     parts.uri = target
@@ -319,6 +318,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             || name == HTTP2_SETTINGS
             || name == TE
             || name == UPGRADE
+            // Answered by the proxy (hyper sends 100 Continue when the body is read).
+            || name == EXPECT
     });
     if !any {
         if keep_upgrade {
@@ -351,6 +352,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(CONNECTION);
     }
     headers.remove(KEEP_ALIVE);
+    headers.remove(EXPECT);
     headers.remove(PROXY_CONNECTION);
     headers.remove(TRANSFER_ENCODING);
     headers.remove(HTTP2_SETTINGS);
@@ -367,42 +369,38 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Appends the peer to `x-forwarded-for` and `forwarded`; sets `x-forwarded-proto`
-/// unless a proxy in front already set it.
+/// unless a proxy in front already set it. One hash per header (entry API).
 fn append_forwarded(headers: &mut HeaderMap, conn: &ConnInfo) {
     append_list(headers, X_FORWARDED_FOR, &conn.xff);
     append_list(headers, FORWARDED, &conn.forwarded);
-    if !headers.contains_key(X_FORWARDED_PROTO) {
-        let proto = if conn.tls { "https" } else { "http" };
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    }
+    let proto = if conn.tls { "https" } else { "http" };
+    headers
+        .entry(X_FORWARDED_PROTO)
+        .or_insert(HeaderValue::from_static(proto));
 }
 
-/// `name: existing, value` — or just `value` (a refcount bump, no formatting).
+/// `name: existing, value` (all existing lines joined: header lines are equivalent to
+/// a list), or just `value`, a refcount bump with no formatting.
 fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValue) {
-    if !headers.contains_key(&name) {
-        headers.insert(name, value.clone());
-        return;
-    }
-    let mut joined = join_values(headers, &name);
-    joined.push_str(", ");
-    joined.push_str(value.to_str().unwrap_or_default());
-    if let Ok(value) = HeaderValue::from_str(&joined) {
-        headers.insert(name, value);
-    }
-}
-
-/// All values of `name` joined with ", " (header lines are equivalent to a list).
-fn join_values(headers: &HeaderMap, name: &HeaderName) -> String {
-    let mut out = String::new();
-    for value in headers.get_all(name) {
-        if let Ok(value) = value.to_str() {
-            if !out.is_empty() {
-                out.push_str(", ");
+    match headers.entry(name) {
+        Entry::Vacant(entry) => {
+            entry.insert(value.clone());
+        }
+        Entry::Occupied(mut entry) => {
+            let mut joined = String::new();
+            for existing in entry.iter() {
+                if let Ok(existing) = existing.to_str() {
+                    joined.push_str(existing);
+                    joined.push_str(", ");
+                }
             }
-            out.push_str(value);
+            joined.push_str(value.to_str().unwrap_or_default());
+            if let Ok(joined) = HeaderValue::from_str(&joined) {
+                // Replaces every previous line.
+                entry.insert(joined);
+            }
         }
     }
-    out
 }
 
 /// The client's `x-request-id` when it is sane, else a new one.
