@@ -399,6 +399,19 @@ impl fmt::Display for Endpoint {
     }
 }
 
+// === impl BudgetConfig ===
+
+impl BudgetConfig {
+    /// Whether any criterion over the sliding window is set (`max_error_rate`,
+    /// `max_error_rate_vs_stable`, `max_p99_latency`); without one the window cannot
+    /// produce a breach and need not be summed on the request path.
+    pub fn has_window_criteria(&self) -> bool {
+        self.max_error_rate.is_some()
+            || self.max_error_rate_vs_stable.is_some()
+            || self.max_p99_latency.is_some()
+    }
+}
+
 // === impl StatusMatch ===
 
 impl StatusMatch {

@@ -333,7 +333,7 @@ impl RouteRuntime {
                 });
             }
         }
-        if breach.is_none() {
+        if breach.is_none() && config.has_window_criteria() {
             let stable = window.stats(Side::Stable, now);
             let canary = window.stats(Side::Canary, now);
             breach = judge(config, stable, canary, window.length());

@@ -31,6 +31,32 @@ fn route(stable: &MockUpstream, canary: &MockUpstream, weight: f64, version: &st
     )
 }
 
+/// A temp dir holding `proxy.toml` (route `shop` at `weight`, canary v1) and a proxy
+/// watching it.
+async fn watching(
+    weight: f64,
+) -> (
+    tempfile::TempDir,
+    MockUpstream,
+    MockUpstream,
+    std::path::PathBuf,
+    TestProxy,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (stable, canary) = (
+        MockUpstream::start("stable").await,
+        MockUpstream::start("canary").await,
+    );
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(
+        &path,
+        config(dir.path(), &route(&stable, &canary, weight, "v1")),
+    )
+    .unwrap();
+    let proxy = TestProxy::start_watching(&path).await;
+    (dir, stable, canary, path, proxy)
+}
+
 /// Writes `text` the way editors and ConfigMaps do: a new file renamed over the old.
 fn replace(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp~");
@@ -72,18 +98,7 @@ async fn canary_share(proxy: &TestProxy, tag: &str, n: usize) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weight_edited_in_place_takes_effect_within_a_second() {
-    let dir = tempfile::tempdir().unwrap();
-    let (stable, canary) = (
-        MockUpstream::start("stable").await,
-        MockUpstream::start("canary").await,
-    );
-    let path = dir.path().join("proxy.toml");
-    std::fs::write(
-        &path,
-        config(dir.path(), &route(&stable, &canary, 10.0, "v1")),
-    )
-    .unwrap();
-    let proxy = TestProxy::start_watching(&path).await;
+    let (dir, stable, canary, path, proxy) = watching(10.0).await;
     let before = canary_share(&proxy, "a", 2000).await;
     assert!((before - 10.0).abs() < 2.5, "{before}");
 
@@ -238,18 +253,7 @@ async fn fifty_reloads_under_load_lose_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latch_survives_a_weight_reload_and_a_new_version_re_arms_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (stable, canary) = (
-        MockUpstream::start("stable").await,
-        MockUpstream::start("canary").await,
-    );
-    let path = dir.path().join("proxy.toml");
-    std::fs::write(
-        &path,
-        config(dir.path(), &route(&stable, &canary, 20.0, "v1")),
-    )
-    .unwrap();
-    let proxy = TestProxy::start_watching(&path).await;
+    let (dir, stable, canary, path, proxy) = watching(20.0).await;
     assert_eq!(
         proxy.command("shop", "rollback", Some(TOKEN)).await.0,
         StatusCode::OK

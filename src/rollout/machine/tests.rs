@@ -249,3 +249,15 @@ fn phase_names_round_trip() {
     }
     assert_eq!(Phase::parse("nope"), None);
 }
+
+#[test]
+fn without_window_criteria_the_window_never_breaches() {
+    // The request path skips the window entirely in this case; `judge` agrees.
+    let b = BudgetConfig {
+        max_error_rate: None,
+        ..budget()
+    };
+    assert!(!b.has_window_criteria());
+    assert_eq!(judge(&b, stats(0, 0), stats(1000, 1000), WIN), None);
+    assert!(budget().has_window_criteria());
+}
