@@ -186,8 +186,7 @@ impl App {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
+    crate::proxy::listen(addr)
         .map_err(|err| io::Error::new(err.kind(), format!("cannot {what} on {addr}: {err}")))
 }
 

@@ -87,17 +87,8 @@ impl ProxyError {
             };
         }
         if let Some(hyper_err) = find_in_chain::<hyper::Error>(&err) {
-            if hyper_err.is_user() {
-                // The request body (the client's) failed: not the upstream's fault.
-                return ProxyError::ClientAborted(err.into());
-            }
-            if hyper_err.is_parse() {
-                return ProxyError::Protocol(err.into());
-            }
-            if hyper_err.is_timeout() {
-                return ProxyError::Timeout(Duration::ZERO);
-            }
-            return ProxyError::Reset(err.into());
+            let wrap = hyper_kind(hyper_err);
+            return wrap(err.into());
         }
         if chain_has_io_kind(&err, io::ErrorKind::ConnectionReset)
             || chain_has_io_kind(&err, io::ErrorKind::BrokenPipe)
@@ -106,6 +97,28 @@ impl ProxyError {
             return ProxyError::Reset(err.into());
         }
         ProxyError::Protocol(err.into())
+    }
+}
+
+impl ProxyError {
+    /// Classifies a failure of an upstream HTTP/1.1 connection of our own pool.
+    pub fn from_hyper(err: hyper::Error) -> ProxyError {
+        let wrap = hyper_kind(&err);
+        wrap(err.into())
+    }
+}
+
+/// The variant a hyper error from an upstream exchange maps to.
+fn hyper_kind(err: &hyper::Error) -> fn(BoxError) -> ProxyError {
+    if err.is_user() {
+        // The request body (the client's) failed: not the upstream's fault.
+        ProxyError::ClientAborted
+    } else if err.is_parse() {
+        ProxyError::Protocol
+    } else if err.is_timeout() {
+        |_| ProxyError::Timeout(Duration::ZERO)
+    } else {
+        ProxyError::Reset
     }
 }
 

@@ -8,4 +8,4 @@ pub mod rescue;
 pub mod server;
 
 pub use forward::ConnInfo;
-pub use server::serve;
+pub use server::{listen, serve};

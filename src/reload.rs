@@ -154,7 +154,7 @@ impl Reloader {
         next: &Config,
     ) -> Result<(Option<TcpListener>, Option<TcpListener>), Vec<String>> {
         let bind = |addr, key: &'static str| async move {
-            TcpListener::bind(addr).await.map_err(|err| {
+            crate::proxy::listen(addr).map_err(|err| {
                 vec![format!(
                     "{}: {key}: cannot listen on {addr}: {err}",
                     self.path.display()

@@ -1,17 +1,27 @@
 //! Upstreams: pooled keep-alive clients and endpoint selection.
 //!
-//! One hyper-util pooled client per protocol (HTTP/1.1, HTTP/2 prior knowledge) is
-//! shared by every plain-HTTP upstream of a snapshot; its pool is keyed by endpoint
-//! authority, so each endpoint gets its own set of keep-alive connections. An upstream
-//! with `https://` endpoints gets its own client carrying its TLS settings (CA, SNI,
-//! client certificate; ALPN h2 when `protocol = "h2"`). An `Upstream` picks one of its
-//! endpoints round robin and rewrites the request URI to it.
+//! Plain `http://` endpoints speaking HTTP/1.1 (the common case) each own an
+//! [`EndpointPool`] of keep-alive connections, held by the route's `Target` so a
+//! request finds its pool without a lookup. Pools outlive snapshots: a reload that
+//! keeps an endpoint keeps its connections.
+//!
+//! Everything else goes through hyper-util's pooled client: one per protocol for
+//! plain HTTP/2 (prior knowledge), shared by every upstream of a snapshot, and one per
+//! upstream with `https://` endpoints, carrying its TLS settings (CA, SNI, client
+//! certificate; ALPN h2 when `protocol = "h2"`). An `Upstream` picks one of its
+//! endpoints round robin.
 
+mod pool;
+
+pub use pool::{EndpointPool, Lease};
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Uri};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::{
     ConfigBuilderExt as _, FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder,
@@ -21,6 +31,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{Endpoint, Protocol, UpstreamConfig, UpstreamTls};
+use crate::error::ProxyError;
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -28,12 +39,15 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The pooled client type every upstream request goes through (plain or TLS).
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
 
-/// The two pooled clients of a snapshot.
+/// The upstream connections a snapshot sends through; cloned into the next snapshot
+/// when the connect timeout is unchanged, so pooled connections survive reloads.
 #[derive(Debug, Clone)]
 pub struct Clients {
-    http1: HttpClient,
     http2: HttpClient,
     connect_timeout: Duration,
+    /// Plain HTTP/1.1 endpoint pools by authority. Looked up only when a snapshot is
+    /// built, never per request.
+    pools: Arc<Mutex<HashMap<Authority, Arc<EndpointPool>>>>,
 }
 
 /// One side of a route: its endpoints, balanced round robin.
@@ -50,6 +64,9 @@ pub struct Upstream {
 pub struct Target {
     pub scheme: Scheme,
     pub authority: Authority,
+    /// Set for plain HTTP/1.1 endpoints: requests go through this pool with an
+    /// origin-form URI. `None`: through the upstream's hyper-util client.
+    pool: Option<Arc<EndpointPool>>,
 }
 
 // === impl Clients ===
@@ -57,9 +74,9 @@ pub struct Target {
 impl Clients {
     pub fn new(connect_timeout: Duration) -> Self {
         Clients {
-            http1: client(connect_timeout, Protocol::Http1, None),
             http2: client(connect_timeout, Protocol::Http2, None),
             connect_timeout,
+            pools: Arc::default(),
         }
     }
 
@@ -67,11 +84,15 @@ impl Clients {
         self.connect_timeout
     }
 
-    fn for_protocol(&self, protocol: Protocol) -> &HttpClient {
-        match protocol {
-            Protocol::Http1 => &self.http1,
-            Protocol::Http2 => &self.http2,
-        }
+    /// The pool of a plain HTTP/1.1 endpoint, shared with earlier snapshots. Pools of
+    /// endpoints that no snapshot uses any more are dropped here.
+    fn pool(&self, authority: &Authority) -> Arc<EndpointPool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|_, pool| Arc::strong_count(pool) > 1);
+        let pool = pools
+            .entry(authority.clone())
+            .or_insert_with(|| EndpointPool::new(authority, self.connect_timeout));
+        Arc::clone(pool)
     }
 }
 
@@ -80,11 +101,19 @@ impl Clients {
 impl Upstream {
     pub fn new(config: &UpstreamConfig, clients: &Clients) -> Self {
         let client = match &config.tls {
-            None => clients.for_protocol(config.protocol).clone(),
+            None => clients.http2.clone(),
             Some(tls) => client(clients.connect_timeout, config.protocol, Some(tls)),
         };
+        let own_pool = config.tls.is_none() && config.protocol == Protocol::Http1;
+        let targets = config.endpoints.iter().map(|endpoint| {
+            let mut target = Target::from(endpoint);
+            if own_pool && target.scheme == Scheme::HTTP {
+                target.pool = Some(clients.pool(&target.authority));
+            }
+            target
+        });
         Upstream {
-            targets: config.endpoints.iter().map(Target::from).collect(),
+            targets: targets.collect(),
             next: AtomicUsize::new(0),
             client,
             protocol: config.protocol,
@@ -104,9 +133,20 @@ impl Upstream {
         self.targets.get(n % self.targets.len())
     }
 
-    /// Sends `req` (its URI already pointing at a target) through the pool.
-    pub fn send(&self, req: Request<Incoming>) -> hyper_util::client::legacy::ResponseFuture {
-        self.client.request(req)
+    /// Sends `req` (its URI made by `target.uri`) to `target`. The `Lease`, if any,
+    /// must live as long as the response body: it returns the connection to its pool.
+    pub async fn send(
+        &self,
+        target: &Target,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
+        match &target.pool {
+            Some(pool) => pool.send(req).await,
+            None => match self.client.request(req).await {
+                Ok(response) => Ok((response, None)),
+                Err(err) => Err(ProxyError::from_client(err)),
+            },
+        }
     }
 }
 
@@ -158,12 +198,17 @@ fn client(connect_timeout: Duration, protocol: Protocol, tls: Option<&UpstreamTl
 // === impl Target ===
 
 impl Target {
-    /// `scheme://authority` + the request's path and query.
+    /// The request's path and query for a pooled HTTP/1.1 endpoint (origin form, as
+    /// sent on the wire); `scheme://authority` + path and query for the hyper-util
+    /// client, which picks its connection by the URI.
     pub fn uri(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
         let pq = match path_and_query {
             Some(pq) => pq.clone(),
             None => PathAndQuery::from_static("/"),
         };
+        if self.pool.is_some() {
+            return Ok(Uri::from(pq));
+        }
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -181,6 +226,7 @@ impl From<&Endpoint> for Target {
         Target {
             scheme,
             authority: endpoint.authority.clone(),
+            pool: None,
         }
     }
 }

@@ -22,13 +22,19 @@ use tokio::time::Instant;
 use crate::rollout::{Outcome, RouteRuntime};
 use crate::routing::Side;
 use crate::telemetry::{Class, ErrorKind};
+use crate::upstream::Lease;
 
 pin_project! {
     /// A downstream response body. Never buffers the upstream's body.
     #[project = ProxyBodyProj]
     #[derive(Debug)]
     pub enum ProxyBody {
-        Upstream { #[pin] body: Incoming, meter: Option<Meter> },
+        Upstream {
+            #[pin] body: Incoming,
+            meter: Option<Meter>,
+            // Returns the upstream connection to its pool when the body is dropped.
+            lease: Option<Lease>,
+        },
         Synthetic { #[pin] body: Full<Bytes> },
     }
 }
@@ -60,8 +66,8 @@ impl ProxyBody {
         }
     }
 
-    pub fn upstream(body: Incoming, meter: Option<Meter>) -> ProxyBody {
-        ProxyBody::Upstream { body, meter }
+    pub fn upstream(body: Incoming, meter: Option<Meter>, lease: Option<Lease>) -> ProxyBody {
+        ProxyBody::Upstream { body, meter, lease }
     }
 }
 
@@ -74,7 +80,9 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { mut body, meter } => {
+            ProxyBodyProj::Upstream {
+                mut body, meter, ..
+            } => {
                 let polled = body.as_mut().poll_frame(cx);
                 if let Some(meter) = meter {
                     match &polled {

@@ -148,13 +148,12 @@ async fn forward(
     let start = tokio::time::Instant::now();
     let sent = tokio::time::timeout(
         request_timeout,
-        upstream.send(Request::from_parts(parts, body)),
+        upstream.send(target, Request::from_parts(parts, body)),
     )
     .await;
-    let mut response = match sent {
+    let (mut response, lease) = match sent {
         Err(_elapsed) => Err(ProxyError::Timeout(request_timeout)),
-        Ok(Err(err)) => Err(ProxyError::from_client(err)),
-        Ok(Ok(response)) => Ok(response),
+        Ok(result) => result,
     }
     .inspect_err(|err| {
         // Failures without a response count against the side's budget, except the
@@ -221,7 +220,7 @@ async fn forward(
     );
     Ok(Response::from_parts(
         parts,
-        ProxyBody::upstream(body, Some(meter)),
+        ProxyBody::upstream(body, Some(meter), lease),
     ))
 }
 

@@ -33,6 +33,9 @@ pub type TestBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 #[derive(Debug, Default)]
 pub struct Seen {
     pub requests: AtomicUsize,
+    /// Connections accepted so far, and those still open.
+    pub connections: AtomicUsize,
+    pub open_connections: AtomicUsize,
     /// 0: never fail; N: every Nth request to the default path answers 500.
     pub fail_every: AtomicUsize,
     pub heads: Mutex<Vec<(http::Method, http::Uri, HeaderMap)>>,
@@ -47,6 +50,7 @@ pub struct Seen {
 /// - `/trailers`: echoes request trailers' count and sends trailer `x-checksum: 42`
 /// - `/ws`: `Upgrade` → 101, then echoes bytes
 /// - `/grpc/N`: 200 `application/grpc` with trailer `grpc-status: N`
+/// - `/close`: 200 with `Connection: close` (the upstream then closes the connection)
 /// - anything else: 200 with body = the upstream's name, or 500 per `fail_every`
 ///
 /// Every response carries `x-served-by: NAME`.
@@ -59,24 +63,50 @@ pub struct MockUpstream {
 
 impl MockUpstream {
     pub async fn start(name: &'static str) -> MockUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = canary_proxy::proxy::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        MockUpstream::serve(listener, name)
+    }
+
+    /// Starts on `addr` (that of an upstream just dropped: a restart).
+    pub async fn start_on(addr: SocketAddr, name: &'static str) -> MockUpstream {
+        for _ in 0..100 {
+            if let Ok(listener) = canary_proxy::proxy::listen(addr) {
+                return MockUpstream::serve(listener, name);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{addr} stayed taken");
+    }
+
+    fn serve(listener: TcpListener, name: &'static str) -> MockUpstream {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Seen::default());
         let seen2 = Arc::clone(&seen);
+        // Dropping the upstream closes its listener and every connection.
+        let (closed_tx, closed) = tokio::sync::watch::channel(());
         let task = tokio::spawn(async move {
+            let _closed_tx = closed_tx;
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let seen = Arc::clone(&seen2);
+                seen.connections.fetch_add(1, Ordering::SeqCst);
+                seen.open_connections.fetch_add(1, Ordering::SeqCst);
+                let mut closed = closed.clone();
                 tokio::spawn(async move {
+                    let open = Arc::clone(&seen);
                     let svc = service_fn(move |req| {
                         let seen = Arc::clone(&seen);
                         async move { Ok::<_, Infallible>(mock_handle(name, seen, req).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = closed.changed() => {}
+                    }
+                    open.open_connections.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -90,6 +120,16 @@ impl MockUpstream {
 
     pub fn requests(&self) -> usize {
         self.seen.requests.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.seen.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.seen.open_connections.load(Ordering::SeqCst)
     }
 
     /// Every `n`th request to the default path fails with 500 (1: all, 0: none).
@@ -136,6 +176,13 @@ async fn mock_handle(
         "slow" => {
             tokio::time::sleep(Duration::from_millis(arg.parse().unwrap_or(100))).await;
             text(StatusCode::OK, name)
+        }
+        "close" => {
+            let mut response = text(StatusCode::OK, name);
+            response
+                .headers_mut()
+                .insert("connection", "close".parse().unwrap());
+            response
         }
         "hang" => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -307,6 +354,23 @@ impl Body for Generated {
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::SizeHint::with_exact(self.remaining)
     }
+}
+
+/// Polls `check` every 10 ms until it holds; panics after `timeout`. Returns how long
+/// it took.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
 }
 
 /// A port nobody listens on (bound, then released).
