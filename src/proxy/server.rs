@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures_util::future::BoxFuture;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -92,23 +93,22 @@ pub async fn serve(
         let (shared, watcher) = (Arc::clone(&snapshots), graceful.watcher());
         let counter = Arc::clone(&open_connections);
         counter.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            match tls {
-                None => {
+        // Plain and TLS connections are separate task types, so an idle plain
+        // connection does not carry the size of a TLS stream in its task.
+        match tls {
+            None => tokio::spawn(async move {
+                let io = TokioIo::new(stream);
+                serve_connection(builder, io, ConnInfo::new(peer, false), shared, watcher).await;
+                counter.fetch_sub(1, Ordering::Relaxed);
+            }),
+            Some(config) => tokio::spawn(async move {
+                if let Some(stream) = handshake(stream, config, handshake_timeout, peer).await {
                     let io = TokioIo::new(stream);
-                    serve_connection(builder, io, ConnInfo::new(peer, false), shared, watcher)
-                        .await;
+                    serve_connection(builder, io, ConnInfo::new(peer, true), shared, watcher).await;
                 }
-                Some(config) => {
-                    if let Some(stream) = handshake(stream, config, handshake_timeout, peer).await {
-                        let io = TokioIo::new(stream);
-                        serve_connection(builder, io, ConnInfo::new(peer, true), shared, watcher)
-                            .await;
-                    }
-                }
-            }
-            counter.fetch_sub(1, Ordering::Relaxed);
-        });
+                counter.fetch_sub(1, Ordering::Relaxed);
+            }),
+        };
     }
     drop(listener);
     let drain_timeout = snapshots.load().server().drain_timeout;
@@ -139,7 +139,12 @@ async fn serve_connection<I>(
         // One atomic load per request; the request keeps this snapshot to its end.
         let snapshot = snapshots.load_full();
         let conn_info = Arc::clone(&conn_info);
-        async move { Ok::<_, Infallible>(proxy(snapshot, &conn_info, req).await) }
+        // Boxed: hyper keeps a slot the size of the service future for the whole life
+        // of the connection. The request's state (~3 KiB) lives only while it runs;
+        // an idle keep-alive connection holds a pointer.
+        let request: BoxFuture<'static, Result<_, Infallible>> =
+            Box::pin(async move { Ok(proxy(snapshot, &conn_info, req).await) });
+        request
     });
     let conn = builder
         .serve_connection_with_upgrades(io, service)
