@@ -212,3 +212,63 @@ async fn slowloris_connections_are_closed() {
     let (status, _, _) = get(&client, &proxy.url("/"), &[]).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// A connection that never sends a byte is closed after `header_read_timeout`, like
+/// one that stops halfway through its head.
+#[tokio::test]
+async fn silent_connections_are_closed() {
+    let (_stable, proxy) = setup().await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "still open after 5 s: {read:?}"
+    );
+}
+
+/// HTTP/1 and HTTP/2 share the port: the connection's first bytes decide. An HTTP/2
+/// preface split across writes is still HTTP/2, and an HTTP/1 request that starts like
+/// the preface (`P…`) is still HTTP/1.
+#[tokio::test]
+async fn protocol_is_told_by_the_first_bytes_however_they_arrive() {
+    let (_stable, proxy) = setup().await;
+    // The preface in two writes, then an empty SETTINGS frame.
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(b"\r\nSM\r\n\r\n").await.unwrap();
+    stream
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut frame_head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut frame_head))
+        .await
+        .expect("an HTTP/2 server answers the preface")
+        .unwrap();
+    assert_eq!(frame_head[3], 4, "the server's first frame is SETTINGS");
+
+    // `P` + `O`: no longer the preface.
+    let response = raw(
+        proxy.addr,
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi",
+        IDLE,
+    )
+    .await;
+    assert_eq!(status_line(&response), "HTTP/1.1 200 OK", "{response}");
+    // A lone `P`, then the rest of an HTTP/1 request.
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream
+        .write_all(b"UT / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status_line(&response), "HTTP/1.1 200 OK", "{response}");
+}

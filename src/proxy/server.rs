@@ -15,7 +15,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
@@ -24,6 +24,9 @@ use crate::routing::Snapshot;
 
 /// hyper refuses (panics on) a read buffer below this.
 const MIN_H1_BUF: usize = 8192;
+
+/// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The first byte of a TLS ClientHello record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -59,6 +62,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
+    let (drain_tx, drain_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -86,9 +90,8 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let snapshot = snapshots.load();
         let server = snapshot.server();
-        let builder = builder(server);
+        let limits = Limits::of(server);
         let tls = server.tls.as_ref().map(|tls| Arc::clone(&tls.config));
-        let handshake_timeout = server.header_read_timeout;
         drop(snapshot);
         let (shared, watcher) = (Arc::clone(&snapshots), graceful.watcher());
         let counter = Arc::clone(&open_connections);
@@ -96,21 +99,28 @@ pub async fn serve(
         // Plain and TLS connections are separate task types, so an idle plain
         // connection does not carry the size of a TLS stream in its task.
         match tls {
-            None => tokio::spawn(async move {
-                let io = TokioIo::new(stream);
-                serve_connection(builder, io, ConnInfo::new(peer, false), shared, watcher).await;
-                counter.fetch_sub(1, Ordering::Relaxed);
-            }),
+            None => {
+                let drain = drain_rx.clone();
+                tokio::spawn(async move {
+                    let conn_info = ConnInfo::new(peer, false);
+                    serve_plain(stream, limits, conn_info, shared, watcher, drain).await;
+                    counter.fetch_sub(1, Ordering::Relaxed);
+                })
+            }
             Some(config) => tokio::spawn(async move {
-                if let Some(stream) = handshake(stream, config, handshake_timeout, peer).await {
+                let timeout = limits.header_read_timeout;
+                if let Some(stream) = handshake(stream, config, timeout, peer).await {
                     let io = TokioIo::new(stream);
-                    serve_connection(builder, io, ConnInfo::new(peer, true), shared, watcher).await;
+                    let conn_info = ConnInfo::new(peer, true);
+                    serve_connection(limits, io, conn_info, shared, watcher).await;
                 }
                 counter.fetch_sub(1, Ordering::Relaxed);
             }),
         };
     }
     drop(listener);
+    // HTTP/1-only connections watch this; the others are told by `graceful`.
+    drain_tx.send_replace(true);
     let drain_timeout = snapshots.load().server().drain_timeout;
     tracing::info!(?drain_timeout, "stopped accepting; draining connections");
     tokio::select! {
@@ -122,10 +132,117 @@ pub async fn serve(
     }
 }
 
-/// Serves HTTP/1.1 or HTTP/2 (by preface) with upgrades on one accepted connection;
-/// every request borrows the snapshot current at its start.
+/// The per-connection settings from `[server]`, copied at accept so the connection
+/// task stays small.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+impl Limits {
+    fn of(server: &ServerConfig) -> Limits {
+        Limits {
+            header_read_timeout: server.header_read_timeout,
+            max_header_bytes: server.max_header_bytes,
+        }
+    }
+
+    /// hyper's HTTP/1 read buffer limit. Our own head check answers 431 with a body up
+    /// to `max_header_bytes`; hyper's limit (twice that) is the backstop that bounds
+    /// memory.
+    fn h1_buf(self) -> usize {
+        (self.max_header_bytes * 2).max(MIN_H1_BUF)
+    }
+}
+
+/// The service of one connection: every request borrows the snapshot current at its
+/// start.
+fn service(
+    snapshots: Arc<ArcSwap<Snapshot>>,
+    conn_info: ConnInfo,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::proxy::body::ProxyBody>,
+    Error = Infallible,
+    Future = BoxFuture<'static, Result<http::Response<crate::proxy::body::ProxyBody>, Infallible>>,
+> + Clone {
+    let conn_info = Arc::new(conn_info);
+    service_fn(move |req| {
+        // One atomic load per request; the request keeps this snapshot to its end.
+        let snapshot = snapshots.load_full();
+        let conn_info = Arc::clone(&conn_info);
+        // Boxed: hyper keeps a slot the size of the service future for the whole life
+        // of the connection. The request's state (~3 KiB) lives only while it runs;
+        // an idle keep-alive connection holds a pointer.
+        let request: BoxFuture<'static, _> =
+            Box::pin(async move { Ok(proxy(snapshot, &conn_info, req).await) });
+        request
+    })
+}
+
+/// A plain-TCP connection. HTTP/2 with prior knowledge opens with a fixed 24-byte
+/// preface; a connection that doesn't is served by hyper's HTTP/1 server alone (no
+/// version sniffing wrapped around every read, no HTTP/2 state in the task).
+/// Anything that could still turn into the preface goes to the auto-detecting server.
+async fn serve_plain(
+    stream: TcpStream,
+    limits: Limits,
+    conn_info: ConnInfo,
+    snapshots: Arc<ArcSwap<Snapshot>>,
+    watcher: Watcher,
+    mut drain: watch::Receiver<bool>,
+) {
+    let peer = conn_info.peer;
+    let mut first = [0u8; H2_PREFACE.len()];
+    let peeked = tokio::select! {
+        peeked = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)) => peeked,
+        _ = drain.wait_for(|draining| *draining) => return,
+    };
+    let n = match peeked {
+        Ok(Ok(n)) if n > 0 => n,
+        // Closed, failed, or silent for the whole header timeout.
+        _ => return,
+    };
+    if H2_PREFACE.starts_with(&first[..n]) {
+        // Boxed so the HTTP/1 path's task doesn't carry HTTP/2's size.
+        let io = TokioIo::new(stream);
+        Box::pin(serve_connection(limits, io, conn_info, snapshots, watcher)).await;
+        return;
+    }
+
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.h1_buf())
+        .keep_alive(true);
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service(snapshots, conn_info))
+        .with_upgrades();
+    // Held to the end: `GracefulShutdown` waits for this connection too.
+    let _watcher = watcher;
+    tokio::pin!(conn);
+    let mut draining = false;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            _ = drain.wait_for(|draining| *draining), if !draining => {
+                // Finish the request in flight, then close.
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 (by preface) with upgrades on one accepted connection
+/// (TLS, or plain HTTP/2 with prior knowledge).
 async fn serve_connection<I>(
-    builder: auto::Builder<TokioExecutor>,
+    limits: Limits,
     io: I,
     conn_info: ConnInfo,
     snapshots: Arc<ArcSwap<Snapshot>>,
@@ -134,20 +251,9 @@ async fn serve_connection<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let peer = conn_info.peer;
-    let conn_info = Arc::new(conn_info);
-    let service = service_fn(move |req| {
-        // One atomic load per request; the request keeps this snapshot to its end.
-        let snapshot = snapshots.load_full();
-        let conn_info = Arc::clone(&conn_info);
-        // Boxed: hyper keeps a slot the size of the service future for the whole life
-        // of the connection. The request's state (~3 KiB) lives only while it runs;
-        // an idle keep-alive connection holds a pointer.
-        let request: BoxFuture<'static, Result<_, Infallible>> =
-            Box::pin(async move { Ok(proxy(snapshot, &conn_info, req).await) });
-        request
-    });
+    let builder = builder(limits);
     let conn = builder
-        .serve_connection_with_upgrades(io, service)
+        .serve_connection_with_upgrades(io, service(snapshots, conn_info))
         .into_owned();
     if let Err(err) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %err, "connection ended with an error");
@@ -186,19 +292,16 @@ async fn handshake(
     }
 }
 
-/// The per-connection protocol settings, from `[server]`.
-fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
+/// The per-connection protocol settings of the auto-detecting server.
+fn builder(limits: Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Our own head check answers 431 with a body up to `max_header_bytes`; hyper's
-    // buffer limit (twice that) is the backstop that bounds memory.
-    let h1_buf = (server.max_header_bytes * 2).max(MIN_H1_BUF);
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(h1_buf)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.h1_buf())
         .keep_alive(true);
-    let h2_headers = u32::try_from(server.max_header_bytes * 2).unwrap_or(u32::MAX);
+    let h2_headers = u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX);
     builder
         .http2()
         .timer(TokioTimer::new())
