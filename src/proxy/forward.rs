@@ -307,26 +307,13 @@ fn is_upgrade_request(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers: the fixed list (RFC 9110 §7.6.1) and every header named
 /// in `Connection`. `TE: trailers` is end-to-end in practice (gRPC) and kept.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the (few) headers instead of a hash lookup per listed name: most
-    // messages carry none of them.
-    let any = headers.keys().any(|name| {
-        name == CONNECTION
-            || name == KEEP_ALIVE
-            || name == PROXY_CONNECTION
-            || name == TRANSFER_ENCODING
-            || name == HTTP2_SETTINGS
-            || name == TE
-            || name == UPGRADE
-            // Answered by the proxy (hyper sends 100 Continue when the body is read).
-            || name == EXPECT
-    });
-    if !any {
-        if keep_upgrade {
-            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        }
-        return;
-    }
-    if headers.contains_key(CONNECTION) {
+    // One pass over the (few) header names, comparing standard names (an enum compare,
+    // no hashing), then a removal only for those present: an upstream's response
+    // usually carries just `Connection: keep-alive`.
+    let present = headers
+        .keys()
+        .fold(Hop::empty(), |present, name| present | Hop::of(name));
+    if present.contains(Hop::CONNECTION) {
         let mut named: Vec<HeaderName> = Vec::new();
         for value in headers.get_all(CONNECTION) {
             for token in value.as_bytes().split(|&b| b == b',') {
@@ -350,20 +337,82 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(CONNECTION);
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(EXPECT);
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(TRANSFER_ENCODING);
-    headers.remove(HTTP2_SETTINGS);
-    if let Some(te) = headers.get(TE) {
-        if !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers") {
-            headers.remove(TE);
+    for (flag, name) in [
+        (Hop::KEEP_ALIVE, KEEP_ALIVE),
+        // Answered by the proxy (hyper sends 100 Continue when the body is read).
+        (Hop::EXPECT, EXPECT),
+        (Hop::PROXY_CONNECTION, PROXY_CONNECTION),
+        (Hop::TRANSFER_ENCODING, TRANSFER_ENCODING),
+        (Hop::HTTP2_SETTINGS, HTTP2_SETTINGS),
+    ] {
+        if present.contains(flag) {
+            headers.remove(name);
+        }
+    }
+    if present.contains(Hop::TE) {
+        if let Some(te) = headers.get(TE) {
+            if !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers") {
+                headers.remove(TE);
+            }
         }
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if present.contains(Hop::UPGRADE) {
         headers.remove(UPGRADE);
+    }
+}
+
+/// The hop-by-hop headers a message carries, as bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hop(u8);
+
+impl Hop {
+    const CONNECTION: Hop = Hop(1);
+    const KEEP_ALIVE: Hop = Hop(1 << 1);
+    const EXPECT: Hop = Hop(1 << 2);
+    const PROXY_CONNECTION: Hop = Hop(1 << 3);
+    const TRANSFER_ENCODING: Hop = Hop(1 << 4);
+    const HTTP2_SETTINGS: Hop = Hop(1 << 5);
+    const TE: Hop = Hop(1 << 6);
+    const UPGRADE: Hop = Hop(1 << 7);
+
+    fn empty() -> Hop {
+        Hop(0)
+    }
+
+    fn of(name: &HeaderName) -> Hop {
+        if name == CONNECTION {
+            Hop::CONNECTION
+        } else if name == KEEP_ALIVE {
+            Hop::KEEP_ALIVE
+        } else if name == EXPECT {
+            Hop::EXPECT
+        } else if name == PROXY_CONNECTION {
+            Hop::PROXY_CONNECTION
+        } else if name == TRANSFER_ENCODING {
+            Hop::TRANSFER_ENCODING
+        } else if name == HTTP2_SETTINGS {
+            Hop::HTTP2_SETTINGS
+        } else if name == TE {
+            Hop::TE
+        } else if name == UPGRADE {
+            Hop::UPGRADE
+        } else {
+            Hop::empty()
+        }
+    }
+
+    fn contains(self, other: Hop) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for Hop {
+    type Output = Hop;
+
+    fn bitor(self, other: Hop) -> Hop {
+        Hop(self.0 | other.0)
     }
 }
 
@@ -481,6 +530,27 @@ mod tests {
         headers.insert(TE, HeaderValue::from_static("trailers"));
         strip_hop_by_hop(&mut headers, false);
         assert!(headers.contains_key(TE));
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_is_removed_on_its_own() {
+        for name in [
+            CONNECTION,
+            KEEP_ALIVE,
+            EXPECT,
+            PROXY_CONNECTION,
+            TRANSFER_ENCODING,
+            HTTP2_SETTINGS,
+            TE,
+            UPGRADE,
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(name.clone(), HeaderValue::from_static("x"));
+            headers.insert(HOST, HeaderValue::from_static("example.com"));
+            strip_hop_by_hop(&mut headers, false);
+            assert!(!headers.contains_key(&name), "{name} kept");
+            assert!(headers.contains_key(HOST), "{name}: host removed");
+        }
     }
 
     #[test]
