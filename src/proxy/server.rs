@@ -216,6 +216,10 @@ async fn serve_plain(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.h1_buf())
+        // Copy the body into the head's buffer and send both with one write(2): for
+        // the small bodies most requests carry this beats writev(2) (compare.sh: 18.0
+        // -> 17.1 µs/request); large bodies are copied in max_buf_size pieces.
+        .writev(false)
         .keep_alive(true);
     let conn = builder
         .serve_connection(TokioIo::new(stream), service(snapshots, conn_info))

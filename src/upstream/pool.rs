@@ -168,6 +168,8 @@ impl EndpointPool {
             .set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE))
             .map_err(|e| ProxyError::Connect(e.into()))?;
         let (tx, conn) = http1::Builder::new()
+            // One write(2) of head and body, as on the downstream side.
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ProxyError::Connect(e.into()))?;
