@@ -8,10 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use canary_proxy::app::{shutdown_signal, App};
 use canary_proxy::config::{Config, ConfigError};
 
-/// mimalloc: per-request allocations (header maps, bodies' frames) cost about half of
-/// glibc malloc's in the profile, and it returns memory to the OS under churn.
+/// jemalloc: against mimalloc (whose Rust wrapper sends every allocation, even
+/// align-1 buffers, down its aligned slow path) it measured 5 % less CPU per request
+/// and 24 % less memory with 7 000 idle connections (README, Performance).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// A reverse proxy that splits traffic between a stable and a canary upstream and
 /// rolls the canary back by itself.
