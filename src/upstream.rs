@@ -17,7 +17,7 @@ pub use pool::{EndpointPool, Lease};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -45,9 +45,10 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
 pub struct Clients {
     http2: HttpClient,
     connect_timeout: Duration,
-    /// Plain HTTP/1.1 endpoint pools by authority. Looked up only when a snapshot is
-    /// built, never per request.
-    pools: Arc<Mutex<HashMap<Authority, Arc<EndpointPool>>>>,
+    /// Plain HTTP/1.1 endpoint pools by authority, held by the snapshots' targets: the
+    /// last snapshot using an endpoint drops its pool, which closes its idle
+    /// connections. Looked up only when a snapshot is built, never per request.
+    pools: Arc<Mutex<HashMap<Authority, Weak<EndpointPool>>>>,
 }
 
 /// One side of a route: its endpoints, balanced round robin.
@@ -84,15 +85,16 @@ impl Clients {
         self.connect_timeout
     }
 
-    /// The pool of a plain HTTP/1.1 endpoint, shared with earlier snapshots. Pools of
-    /// endpoints that no snapshot uses any more are dropped here.
+    /// The pool of a plain HTTP/1.1 endpoint, shared with the snapshots still alive.
     fn pool(&self, authority: &Authority) -> Arc<EndpointPool> {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.retain(|_, pool| Arc::strong_count(pool) > 1);
-        let pool = pools
-            .entry(authority.clone())
-            .or_insert_with(|| EndpointPool::new(authority, self.connect_timeout));
-        Arc::clone(pool)
+        pools.retain(|_, pool| pool.strong_count() > 0);
+        if let Some(pool) = pools.get(authority).and_then(Weak::upgrade) {
+            return pool;
+        }
+        let pool = EndpointPool::new(authority, self.connect_timeout);
+        pools.insert(authority.clone(), Arc::downgrade(&pool));
+        pool
     }
 }
 

@@ -137,3 +137,54 @@ async fn a_restarted_upstream_costs_no_failed_request() {
     assert_eq!(restarted.requests(), 5);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_pool_and_closes_a_removed_endpoints_connections() {
+    let old = MockUpstream::start("old").await;
+    let new = MockUpstream::start("new").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    let config = |stable: &MockUpstream| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+            route_toml("r", stable.addr, new.addr, 0.0, "")
+        )
+    };
+    std::fs::write(&path, config(&old)).unwrap();
+    let proxy = TestProxy::start_watching(&path).await;
+    let client = client();
+    for _ in 0..5 {
+        assert_eq!(get(&client, &proxy.url("/"), &[]).await.2, "old");
+    }
+    assert_eq!(old.open_connections(), 1);
+
+    // A reload that leaves the endpoint alone keeps the pooled connection.
+    std::fs::write(&path, format!("{}\n# edited\n", config(&old))).unwrap();
+    wait_for("the reload", Duration::from_secs(10), || async {
+        proxy
+            .metric("canary_proxy_config_reloads_total{result=\"success\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(get(&client, &proxy.url("/"), &[]).await.2, "old");
+    }
+    assert_eq!(old.connections(), 1, "the reload dropped the pool");
+
+    // Stable moves to another endpoint: the old one's idle connection closes.
+    std::fs::write(&path, config(&new)).unwrap();
+    wait_for(
+        "the new endpoint to serve",
+        Duration::from_secs(10),
+        || async { get(&client, &proxy.url("/"), &[]).await.2 == "new" },
+    )
+    .await;
+    wait_for(
+        "the old endpoint's connection to close",
+        Duration::from_secs(10),
+        || async { old.open_connections() == 0 },
+    )
+    .await;
+    proxy.stop().await;
+}
