@@ -272,3 +272,26 @@ async fn protocol_is_told_by_the_first_bytes_however_they_arrive() {
         .unwrap();
     assert_eq!(status_line(&response), "HTTP/1.1 200 OK", "{response}");
 }
+
+/// The header timer also runs while a keep-alive connection waits for its next
+/// request: an idle HTTP/1.1 connection is closed after `header_read_timeout`.
+#[tokio::test]
+async fn idle_keep_alive_connections_close_after_the_header_timeout() {
+    let (_stable, proxy) = setup().await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // The response is in; now idle. setup() sets a 1 s header timeout.
+    let start = tokio::time::Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "still open: {read:?}"
+    );
+    assert!(start.elapsed() >= Duration::from_millis(900));
+}
