@@ -8,16 +8,17 @@ use std::time::Duration;
 use http::StatusCode;
 use support::*;
 
-async fn proxy_to(stable: &MockUpstream, canary: &MockUpstream) -> TestProxy {
-    TestProxy::start(&route_toml("r", stable.addr, canary.addr, 0.0, "")).await
+/// Two upstreams, a proxy sending everything to `stable`, and a client.
+async fn setup() -> (MockUpstream, MockUpstream, TestProxy, Client) {
+    let stable = MockUpstream::start("stable").await;
+    let canary = MockUpstream::start("canary").await;
+    let proxy = TestProxy::start(&route_toml("r", stable.addr, canary.addr, 0.0, "")).await;
+    (stable, canary, proxy, client())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_share_one_upstream_connection() {
-    let stable = MockUpstream::start("stable").await;
-    let canary = MockUpstream::start("canary").await;
-    let proxy = proxy_to(&stable, &canary).await;
-    let client = client();
+    let (stable, _canary, proxy, client) = setup().await;
     for _ in 0..50 {
         let (status, _, body) = get(&client, &proxy.url("/"), &[]).await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "stable"));
@@ -33,10 +34,7 @@ async fn sequential_requests_share_one_upstream_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_body_gives_its_connection_back_when_it_ends() {
-    let stable = MockUpstream::start("stable").await;
-    let canary = MockUpstream::start("canary").await;
-    let proxy = proxy_to(&stable, &canary).await;
-    let client = client();
+    let (stable, _canary, proxy, client) = setup().await;
     for _ in 0..10 {
         // Several reads' worth: the response head arrives long before the body ends.
         let (status, _, body) = get(&client, &proxy.url("/download/1000000"), &[]).await;
@@ -60,10 +58,7 @@ async fn a_streamed_body_gives_its_connection_back_when_it_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_the_upstream_closes_are_not_reused() {
-    let stable = MockUpstream::start("stable").await;
-    let canary = MockUpstream::start("canary").await;
-    let proxy = proxy_to(&stable, &canary).await;
-    let client = client();
+    let (stable, _canary, proxy, client) = setup().await;
     for _ in 0..20 {
         let (status, headers, _) = get(&client, &proxy.url("/close"), &[]).await;
         assert_eq!(status, StatusCode::OK);
@@ -80,10 +75,7 @@ async fn connections_the_upstream_closes_are_not_reused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_bounded_per_endpoint() {
-    let stable = MockUpstream::start("stable").await;
-    let canary = MockUpstream::start("canary").await;
-    let proxy = proxy_to(&stable, &canary).await;
-    let client = client();
+    let (stable, _canary, proxy, client) = setup().await;
     // 300 requests in flight at once need more than 256 upstream connections…
     let tasks: Vec<_> = (0..300)
         .map(|_| {
@@ -120,10 +112,7 @@ async fn idle_connections_are_bounded_per_endpoint() {
 async fn a_restarted_upstream_costs_no_failed_request() {
     // The upstream goes away with idle pooled connections and comes back on the same
     // port: the pooled connections are seen closed and skipped.
-    let stable = MockUpstream::start("stable").await;
-    let canary = MockUpstream::start("canary").await;
-    let proxy = proxy_to(&stable, &canary).await;
-    let client = client();
+    let (stable, _canary, proxy, client) = setup().await;
     for _ in 0..5 {
         assert_eq!(get(&client, &proxy.url("/"), &[]).await.0, StatusCode::OK);
     }
