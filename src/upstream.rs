@@ -135,15 +135,17 @@ impl Upstream {
         self.targets.get(n % self.targets.len())
     }
 
-    /// Sends `req` (its URI made by `target.uri`) to `target`. The `Lease`, if any,
-    /// must live as long as the response body: it returns the connection to its pool.
+    /// Sends `req` (its URI made by `target.uri`) to `target`; `now` is the request's
+    /// start. The `Lease`, if any, must live as long as the response body: it returns
+    /// the connection to its pool.
     pub async fn send(
         &self,
         target: &Target,
         req: Request<Incoming>,
+        now: tokio::time::Instant,
     ) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
         match &target.pool {
-            Some(pool) => pool.send(req).await,
+            Some(pool) => pool.send(req, now).await,
             None => match self.client.request(req).await {
                 Ok(response) => Ok((response, None)),
                 Err(err) => Err(ProxyError::from_client(err)),

@@ -318,15 +318,7 @@ async fn routes_are_added_and_removed_without_cutting_requests_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_file_is_an_error_not_an_empty_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let (stable, canary) = (
-        MockUpstream::start("stable").await,
-        MockUpstream::start("canary").await,
-    );
-    let path = dir.path().join("proxy.toml");
-    let text = config(dir.path(), &route(&stable, &canary, 10.0, "v1"));
-    std::fs::write(&path, &text).unwrap();
-    let proxy = TestProxy::start_watching(&path).await;
+    let (dir, stable, canary, path, proxy) = watching(10.0).await;
     std::fs::remove_file(&path).unwrap();
     wait_for("a reload failure", Duration::from_secs(2), || async {
         proxy.metric(FAILURE).await == 1.0
@@ -355,15 +347,8 @@ async fn a_deleted_file_is_an_error_not_an_empty_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_listen_address_is_bound_before_the_old_one_closes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (stable, canary) = (
-        MockUpstream::start("stable").await,
-        MockUpstream::start("canary").await,
-    );
-    let path = dir.path().join("proxy.toml");
-    let text = config(dir.path(), &route(&stable, &canary, 0.0, "v1"));
-    std::fs::write(&path, &text).unwrap();
-    let proxy = TestProxy::start_watching(&path).await;
+    let (_dir, _stable, _canary, path, proxy) = watching(0.0).await;
+    let text = std::fs::read_to_string(&path).unwrap();
     // A kept-alive connection on the old port.
     let client = client();
     assert_eq!(get(&client, &proxy.url("/"), &[]).await.0, StatusCode::OK);

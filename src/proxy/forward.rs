@@ -148,7 +148,7 @@ async fn forward(
     let start = tokio::time::Instant::now();
     let sent = tokio::time::timeout(
         request_timeout,
-        upstream.send(target, Request::from_parts(parts, body)),
+        upstream.send(target, Request::from_parts(parts, body), start),
     )
     .await;
     let (mut response, lease) = match sent {

@@ -211,6 +211,7 @@ async fn serve_plain(
         return;
     }
 
+    // The same settings as the auto server's HTTP/1 side (`builder`).
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -299,11 +300,13 @@ async fn handshake(
 /// The per-connection protocol settings of the auto-detecting server.
 fn builder(limits: Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The same HTTP/1 settings as `serve_plain`'s (a different builder type).
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.h1_buf())
+        .writev(false)
         .keep_alive(true);
     let h2_headers = u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX);
     builder

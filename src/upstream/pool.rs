@@ -78,24 +78,20 @@ impl EndpointPool {
         })
     }
 
-    /// Idle connections in the pool right now.
-    pub fn idle(&self) -> usize {
-        self.idle.len()
-    }
-
     /// Sends `req` (origin-form URI, Host set) on an idle connection, or on a new one
-    /// when none is left. The `Lease`, if any, must live as long as the response body.
+    /// when none is left. `now` is the request's start (the caller has read the clock
+    /// already). The `Lease`, if any, must live as long as the response body.
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<Incoming>,
+        now: Instant,
     ) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
-        let now = Instant::now();
         while let Some(Idle { mut tx, since }) = self.idle.pop() {
             if !tx.is_ready() || now.saturating_duration_since(since) > IDLE_TIMEOUT {
                 continue; // closed by the upstream, or stale: dropping it closes it
             }
             match tx.try_send_request(req).await {
-                Ok(response) => return Ok(self.settle(tx, response)),
+                Ok(response) => return Ok(self.settle(tx, response, now)),
                 Err(mut err) => match err.take_message() {
                     // The connection went away before the request was written.
                     Some(unsent) => req = unsent,
@@ -105,22 +101,25 @@ impl EndpointPool {
         }
         let mut tx = self.connect().await?;
         let response = tx.send_request(req).await.map_err(ProxyError::from_hyper)?;
-        Ok(self.settle(tx, response))
+        Ok(self.settle(tx, response, now))
     }
 
     /// Pools the connection now if its response is already complete (the body came in
     /// the same read as the head), else hands back a lease for the body's lifetime.
+    /// Its idle time is counted from `now`, the request's start: a little early, which
+    /// only errs towards closing it sooner.
     fn settle(
         self: &Arc<Self>,
         tx: http1::SendRequest<Incoming>,
         response: Response<Incoming>,
+        now: Instant,
     ) -> (Response<Incoming>, Option<Lease>) {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the upgraded stream.
             return (response, None);
         }
         if tx.is_ready() {
-            self.put(tx);
+            self.put(tx, now);
             return (response, None);
         }
         let lease = Lease {
@@ -130,11 +129,8 @@ impl EndpointPool {
         (response, Some(lease))
     }
 
-    fn put(&self, tx: http1::SendRequest<Incoming>) {
-        let idle = Idle {
-            tx,
-            since: Instant::now(),
-        };
+    fn put(&self, tx: http1::SendRequest<Incoming>, since: Instant) {
+        let idle = Idle { tx, since };
         // A full pool drops (closes) the extra connection.
         drop(self.idle.push(idle));
     }
@@ -190,7 +186,7 @@ impl Drop for Lease {
             return;
         };
         if tx.is_ready() {
-            self.pool.put(tx);
+            self.pool.put(tx, Instant::now());
             return;
         }
         if tx.is_closed() {
@@ -202,7 +198,7 @@ impl Drop for Lease {
             let pool = Arc::clone(&self.pool);
             runtime.spawn(async move {
                 if tx.ready().await.is_ok() {
-                    pool.put(tx);
+                    pool.put(tx, Instant::now());
                 }
             });
         }
