@@ -197,10 +197,7 @@ fn refuse(snapshot: &Snapshot, req: &Request<Incoming>) -> Option<AdminResponse>
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
+        .and_then(bearer_token);
     let Some(presented) = presented else {
         let mut response = error(
             StatusCode::UNAUTHORIZED,
@@ -216,6 +213,16 @@ fn refuse(snapshot: &Snapshot, req: &Request<Incoming>) -> Option<AdminResponse>
     } else {
         Some(error(StatusCode::FORBIDDEN, "invalid token"))
     }
+}
+
+/// The token of `Authorization: Bearer TOKEN`. The scheme is case-insensitive and
+/// separated from the token by one or more spaces (RFC 9110 §11.1, RFC 6750 §2.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn only_get(method: &Method, f: impl FnOnce() -> AdminResponse) -> AdminResponse {

@@ -33,6 +33,9 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
+    /// The route's `host`, for a request that names none (HTTP/1.0 without `Host`):
+    /// the upstream request always carries an authority (RFC 9112 §3.2).
+    pub host: Option<http::uri::Authority>,
     salt: Box<[u8]>,
     sticky: Box<[StickySource]>,
     override_header: Option<HeaderName>,
@@ -131,6 +134,7 @@ impl Route {
     pub fn new(config: &RouteConfig, clients: &Clients, runtime: Arc<RouteRuntime>) -> Route {
         Route {
             name: Arc::from(config.name.as_str()),
+            host: config.host.as_deref().and_then(|h| h.parse().ok()),
             salt: config.salt.as_bytes().into(),
             sticky: config.sticky.clone().into_boxed_slice(),
             override_header: config.override_header.clone(),

@@ -5,14 +5,20 @@
 //! request finds its pool without a lookup. Pools outlive snapshots: a reload that
 //! keeps an endpoint keeps its connections.
 //!
-//! Everything else goes through hyper-util's pooled client: one per protocol for
-//! plain HTTP/2 (prior knowledge), shared by every upstream of a snapshot, and one per
-//! upstream with `https://` endpoints, carrying its TLS settings (CA, SNI, client
-//! certificate; ALPN h2 when `protocol = "h2"`). An `Upstream` picks one of its
-//! endpoints round robin.
+//! `protocol = "h2"` endpoints, plain or `https://`, each own one multiplexed
+//! [`H2Endpoint`] connection (plain ones survive reloads like the pools). The
+//! remaining case, `https://` endpoints speaking HTTP/1.1, goes through hyper-util's
+//! pooled client, one per upstream, carrying its TLS settings (CA, SNI, client
+//! certificate). An `Upstream` picks one of its endpoints round robin.
+//!
+//! What the upstream is told the request's authority is (`Host` for HTTP/1.1,
+//! `:authority` for HTTP/2) is the caller's choice, never the endpoint's address:
+//! see `Target::uri`.
 
+mod h2;
 mod pool;
 
+pub use h2::H2Endpoint;
 pub use pool::{EndpointPool, Lease};
 
 use std::collections::HashMap;
@@ -30,7 +36,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::{Endpoint, Protocol, UpstreamConfig, UpstreamTls};
+use crate::config::{Protocol, UpstreamConfig, UpstreamTls};
 use crate::error::ProxyError;
 
 /// How long an idle pooled upstream connection is kept.
@@ -43,12 +49,13 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
 /// when the connect timeout is unchanged, so pooled connections survive reloads.
 #[derive(Debug, Clone)]
 pub struct Clients {
-    http2: HttpClient,
     connect_timeout: Duration,
     /// Plain HTTP/1.1 endpoint pools by authority, held by the snapshots' targets: the
     /// last snapshot using an endpoint drops its pool, which closes its idle
     /// connections. Looked up only when a snapshot is built, never per request.
     pools: Arc<Mutex<HashMap<Authority, Weak<EndpointPool>>>>,
+    /// Same for plain HTTP/2 endpoints.
+    h2: Arc<Mutex<HashMap<Authority, Weak<H2Endpoint>>>>,
 }
 
 /// One side of a route: its endpoints, balanced round robin.
@@ -56,7 +63,8 @@ pub struct Clients {
 pub struct Upstream {
     targets: Box<[Target]>,
     next: AtomicUsize,
-    client: HttpClient,
+    /// Only for `https://` HTTP/1.1 endpoints.
+    client: Option<HttpClient>,
     protocol: Protocol,
 }
 
@@ -65,9 +73,21 @@ pub struct Upstream {
 pub struct Target {
     pub scheme: Scheme,
     pub authority: Authority,
-    /// Set for plain HTTP/1.1 endpoints: requests go through this pool with an
-    /// origin-form URI. `None`: through the upstream's hyper-util client.
-    pool: Option<Arc<EndpointPool>>,
+    /// How requests reach this endpoint.
+    via: Via,
+}
+
+/// The connection (pool) a target's requests go through.
+#[derive(Debug, Clone)]
+enum Via {
+    /// Plain HTTP/1.1: our keep-alive pool, origin-form URIs.
+    Pool(Arc<EndpointPool>),
+    /// HTTP/2, plain or TLS: one multiplexed connection, absolute URIs carrying the
+    /// request's authority.
+    H2(Arc<H2Endpoint>),
+    /// `https://` HTTP/1.1: the upstream's hyper-util client, absolute URIs naming the
+    /// endpoint (the client picks its connection by them).
+    Client,
 }
 
 // === impl Clients ===
@@ -75,9 +95,9 @@ pub struct Target {
 impl Clients {
     pub fn new(connect_timeout: Duration) -> Self {
         Clients {
-            http2: client(connect_timeout, Protocol::Http2, None),
             connect_timeout,
             pools: Arc::default(),
+            h2: Arc::default(),
         }
     }
 
@@ -96,23 +116,52 @@ impl Clients {
         pools.insert(authority.clone(), Arc::downgrade(&pool));
         pool
     }
+
+    /// The connection of a plain HTTP/2 endpoint, shared with the snapshots still alive.
+    fn h2(&self, authority: &Authority) -> Arc<H2Endpoint> {
+        let mut conns = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        conns.retain(|_, conn| conn.strong_count() > 0);
+        if let Some(conn) = conns.get(authority).and_then(Weak::upgrade) {
+            return conn;
+        }
+        let conn = H2Endpoint::new(authority, self.connect_timeout, None);
+        conns.insert(authority.clone(), Arc::downgrade(&conn));
+        conn
+    }
 }
 
 // === impl Upstream ===
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig, clients: &Clients) -> Self {
-        let client = match &config.tls {
-            None => clients.http2.clone(),
-            Some(tls) => client(clients.connect_timeout, config.protocol, Some(tls)),
-        };
-        let own_pool = config.tls.is_none() && config.protocol == Protocol::Http1;
+        let https_h1 = config.protocol == Protocol::Http1
+            && config
+                .endpoints
+                .iter()
+                .any(|e| e.scheme == crate::config::Scheme::Https);
+        let client = https_h1.then(|| client(clients.connect_timeout, config.tls.as_ref()));
         let targets = config.endpoints.iter().map(|endpoint| {
-            let mut target = Target::from(endpoint);
-            if own_pool && target.scheme == Scheme::HTTP {
-                target.pool = Some(clients.pool(&target.authority));
+            let scheme = match endpoint.scheme {
+                crate::config::Scheme::Http => Scheme::HTTP,
+                crate::config::Scheme::Https => Scheme::HTTPS,
+            };
+            let authority = endpoint.authority.clone();
+            let https = scheme == Scheme::HTTPS;
+            let via = match config.protocol {
+                Protocol::Http1 if !https => Via::Pool(clients.pool(&authority)),
+                Protocol::Http1 => Via::Client,
+                Protocol::Http2 if !https => Via::H2(clients.h2(&authority)),
+                Protocol::Http2 => Via::H2(H2Endpoint::new(
+                    &authority,
+                    clients.connect_timeout,
+                    config.tls.as_ref(),
+                )),
+            };
+            Target {
+                scheme,
+                authority,
+                via,
             }
-            target
         });
         Upstream {
             targets: targets.collect(),
@@ -144,20 +193,25 @@ impl Upstream {
         req: Request<Incoming>,
         now: tokio::time::Instant,
     ) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
-        match &target.pool {
-            Some(pool) => pool.send(req, now).await,
-            None => match self.client.request(req).await {
-                Ok(response) => Ok((response, None)),
-                Err(err) => Err(ProxyError::from_client(err)),
-            },
+        match &target.via {
+            Via::Pool(pool) => pool.send(req, now).await,
+            Via::H2(conn) => conn.send(req).await.map(|response| (response, None)),
+            Via::Client => {
+                let client = self.client.as_ref().ok_or_else(|| {
+                    ProxyError::Internal("https upstream without a client".into())
+                })?;
+                match client.request(req).await {
+                    Ok(response) => Ok((response, None)),
+                    Err(err) => Err(ProxyError::from_client(err)),
+                }
+            }
         }
     }
 }
 
-/// A pooled client: TCP_NODELAY, connect timeout, and (for `https://` endpoints) the
-/// upstream's TLS settings. Plain `http://` endpoints pass through the TLS layer
-/// untouched.
-fn client(connect_timeout: Duration, protocol: Protocol, tls: Option<&UpstreamTls>) -> HttpClient {
+/// A pooled HTTP/1.1 client for `https://` endpoints: TCP_NODELAY, connect timeout,
+/// and the upstream's TLS settings (webpki roots when it has none).
+fn client(connect_timeout: Duration, tls: Option<&UpstreamTls>) -> HttpClient {
     let mut tcp = HttpConnector::new();
     tcp.set_nodelay(true);
     tcp.set_connect_timeout(Some(connect_timeout));
@@ -182,55 +236,45 @@ fn client(connect_timeout: Duration, protocol: Protocol, tls: Option<&UpstreamTl
         Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
         None => builder,
     };
-    // ALPN offers exactly the protocol this upstream speaks.
-    let connector = match protocol {
-        Protocol::Http1 => builder.enable_http1().wrap_connector(tcp),
-        Protocol::Http2 => builder.enable_http2().wrap_connector(tcp),
-    };
+    let connector = builder.enable_http1().wrap_connector(tcp);
     let mut client = Client::builder(TokioExecutor::new());
     client
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        // The proxy sets Host itself (it keeps the client's Host).
+        // The proxy sets Host itself (the client's authority).
         .set_host(false);
-    if protocol == Protocol::Http2 {
-        client.timer(TokioTimer::new()).http2_only(true);
-    }
     client.build(connector)
 }
 
 // === impl Target ===
 
 impl Target {
-    /// The request's path and query for a pooled HTTP/1.1 endpoint (origin form, as
-    /// sent on the wire); `scheme://authority` + path and query for the hyper-util
-    /// client, which picks its connection by the URI.
-    pub fn uri(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+    /// The URI to send a request for `path_and_query` with, where `authority` is what
+    /// the upstream must see as the request's authority (RFC 9110 §7.2: the client's,
+    /// so virtual hosts and strict HTTP/2 servers work):
+    /// - pooled HTTP/1.1: origin form (the authority goes in `Host`);
+    /// - HTTP/2: `scheme://authority/path`, which becomes `:authority` (RFC 9113 §8.3.1);
+    ///   the caller sends no `host` header;
+    /// - `https://` HTTP/1.1 through hyper-util: `https://endpoint/path` (the client
+    ///   picks its connection by it; the authority goes in `Host`).
+    pub fn uri(
+        &self,
+        path_and_query: Option<&PathAndQuery>,
+        authority: &Authority,
+    ) -> Result<Uri, http::Error> {
         let pq = match path_and_query {
             Some(pq) => pq.clone(),
             None => PathAndQuery::from_static("/"),
         };
-        if self.pool.is_some() {
-            return Ok(Uri::from(pq));
-        }
+        let authority = match &self.via {
+            Via::Pool(_) => return Ok(Uri::from(pq)),
+            Via::H2(_) => authority.clone(),
+            Via::Client => self.authority.clone(),
+        };
         Uri::builder()
             .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
+            .authority(authority)
             .path_and_query(pq)
             .build()
-    }
-}
-
-impl From<&Endpoint> for Target {
-    fn from(endpoint: &Endpoint) -> Self {
-        let scheme = match endpoint.scheme {
-            crate::config::Scheme::Http => Scheme::HTTP,
-            crate::config::Scheme::Https => Scheme::HTTPS,
-        };
-        Target {
-            scheme,
-            authority: endpoint.authority.clone(),
-            pool: None,
-        }
     }
 }

@@ -71,6 +71,56 @@ async fn mutations_need_the_bearer_token() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// RFC 9110 §11.1: the auth scheme is case-insensitive, and one or more spaces
+/// separate it from the token. Pause and resume alternate so every accepted call is a
+/// state change (200); a refused one leaves the state as it was.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = MockUpstream::start("up").await;
+    let extra = "[route.rollout]\nsteps = [50, 100]\nstep_interval = \"1h\"\n";
+    let toml = config(dir.path(), up.addr, up.addr, "v1", "").replace(
+        "canary_weight = 50\n",
+        &format!("canary_weight = 50\n{extra}"),
+    );
+    let proxy = TestProxy::start(&toml).await;
+    let admin = proxy.admin.unwrap();
+    let post = |action: &str, auth: &str| {
+        format!(
+            "POST /api/v1/routes/shop/{action} HTTP/1.1\r\nHost: admin\r\nAuthorization: {auth}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let accepted = [
+        format!("BEARER {TOKEN}"),
+        format!("bearer {TOKEN}"),
+        format!("bEaReR   {TOKEN}"),
+        format!("Bearer {TOKEN}  "),
+    ];
+    for (i, auth) in accepted.iter().enumerate() {
+        let action = if i % 2 == 0 { "pause" } else { "resume" };
+        let response = raw(admin, post(action, auth).as_bytes(), Duration::from_secs(2)).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{auth:?}: {response}");
+    }
+    for auth in [
+        format!("Basic {TOKEN}"),
+        format!("Bearer{TOKEN}"),
+        "Bearer ".to_string(),
+        format!("Bearer x{TOKEN}"),
+    ] {
+        let response = raw(
+            admin,
+            post("pause", &auth).as_bytes(),
+            Duration::from_secs(2),
+        )
+        .await;
+        assert!(
+            response.starts_with("HTTP/1.1 401") || response.starts_with("HTTP/1.1 403"),
+            "{auth:?}: {response}"
+        );
+    }
+    assert_eq!(proxy.route_status("shop").await["state"], "rolling_out");
+}
+
 #[tokio::test]
 async fn without_a_token_file_mutations_are_off() {
     let up = MockUpstream::start("up").await;

@@ -9,6 +9,8 @@ use http::header::{
     Entry, HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT,
     FORWARDED, HOST, TE, TRANSFER_ENCODING, UPGRADE,
 };
+use http::request::Parts;
+use http::uri::Authority;
 use http::{Extensions, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -21,6 +23,7 @@ use crate::proxy::rescue::rescue;
 use crate::rollout::Outcome;
 use crate::routing::{Route, Snapshot};
 use crate::telemetry::{Class, ErrorKind};
+use crate::upstream::Target;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -118,26 +121,30 @@ async fn forward(
     let target = upstream.pick().ok_or(ProxyError::NoEndpoint)?;
 
     let (mut parts, body) = req.into_parts();
+    let downstream_version = parts.version;
     let wants_upgrade = parts.version == Version::HTTP_11 && is_upgrade_request(&parts.headers);
     let downstream_upgrade = if wants_upgrade {
         parts.extensions.remove::<OnUpgrade>()
     } else {
         None
     };
-    if !parts.headers.contains_key(HOST) {
-        // HTTP/2 carries the host in :authority; an HTTP/1.1 upstream needs Host.
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(HOST, value);
-            }
-        }
-    }
+    set_host(&mut parts, route, target)?;
     strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
     append_forwarded(&mut parts.headers, conn);
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
-    parts.uri = target
-        .uri(parts.uri.path_and_query())
-        .map_err(|e| ProxyError::Internal(e.into()))?;
+    parts.uri = match upstream.protocol() {
+        Protocol::Http1 => target.uri(parts.uri.path_and_query(), &target.authority),
+        Protocol::Http2 => {
+            // The authority travels as :authority only (RFC 9113 §8.3.1); a separate
+            // `host` would be a second, possibly conflicting, copy.
+            let host = parts.headers.remove(HOST);
+            let authority = host
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                .unwrap_or_else(|| target.authority.clone());
+            target.uri(parts.uri.path_and_query(), &authority)
+        }
+    }
+    .map_err(|e| ProxyError::Internal(e.into()))?;
     parts.version = match upstream.protocol() {
         Protocol::Http1 => Version::HTTP_11,
         Protocol::Http2 => Version::HTTP_2,
@@ -192,11 +199,15 @@ async fn forward(
         route
             .runtime
             .record(side, outcome, tokio::time::Instant::now());
-        let (parts, _) = response.into_parts();
+        let (mut parts, _) = response.into_parts();
+        parts.version = response_version(downstream_version);
         return Ok(Response::from_parts(parts, ProxyBody::empty()));
     }
 
     let (mut parts, body) = response.into_parts();
+    // We speak our own version to the client, whatever the upstream spoke (RFC 9110
+    // §6.2): an HTTP/1.0 upstream must not make an HTTP/1.1 client's connection close.
+    parts.version = response_version(downstream_version);
     strip_hop_by_hop(&mut parts.headers, false);
     let grpc = parts
         .headers
@@ -270,11 +281,112 @@ fn check_head<B>(req: &Request<B>, limit: usize) -> Result<Option<&str>, ProxyEr
     if size > limit {
         return Err(ProxyError::HeadTooLarge { limit });
     }
+    if let Some(host) = host {
+        if !is_valid_authority(host.as_bytes()) {
+            return Err(ProxyError::BadRequest("invalid Host header"));
+        }
+    }
     let host = match req.uri().authority() {
-        Some(authority) => Some(authority.as_str()),
+        Some(authority) => {
+            if !is_valid_authority(authority.as_str().as_bytes()) {
+                // Userinfo (`http://user:pass@host/`) is never sent by a client
+                // (RFC 9110 §4.2.4); anything else that fails is malformed.
+                return Err(ProxyError::BadRequest(
+                    "invalid authority in the request target",
+                ));
+            }
+            Some(authority.as_str())
+        }
         None => host.and_then(|h| h.to_str().ok()),
     };
     Ok(host)
+}
+
+/// Whether `value` is `host [ ":" port ]` as RFC 9112 §3.2 and RFC 3986 §3.2 allow it
+/// in `Host` and a request target: a reg-name (unreserved, pct-encoded, sub-delims),
+/// an IPv4 address or a bracketed IP literal, then an optional decimal port. No
+/// userinfo (`@`), no whitespace, no `/`, `?` or `#`. The empty value is valid (a
+/// `Host` for a target without an authority).
+fn is_valid_authority(value: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &rest[..end];
+        let ok = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b":.%-_~".contains(&b));
+        if !ok {
+            return false;
+        }
+        (&[][..], &rest[end + 1..])
+    } else {
+        match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &[][..]),
+        }
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    port_ok && is_reg_name(host)
+}
+
+/// RFC 3986 §3.2.2 `reg-name`: unreserved, sub-delims and `%XX` escapes (which also
+/// covers IPv4 addresses).
+fn is_reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = host.get(i) {
+        if b == b'%' {
+            let escape = host.get(i + 1..i + 3);
+            if !escape.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+        } else if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Makes `Host` the authority the route was chosen by, so that what the client asked
+/// for is what the upstream gets:
+/// - a request target with an authority (absolute form, or HTTP/2 `:authority`) wins
+///   over any `Host` (RFC 9112 §3.2.2, RFC 9113 §8.3.1);
+/// - a request with neither (HTTP/1.0 without `Host`, or an empty one) gets the
+///   route's `host`, else the endpoint's address: the upstream request always carries
+///   one (RFC 9112 §3.2).
+fn set_host(parts: &mut Parts, route: &Route, target: &Target) -> Result<(), ProxyError> {
+    if let Some(authority) = parts.uri.authority() {
+        let value = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| ProxyError::BadRequest("invalid authority in the request target"))?;
+        parts.headers.insert(HOST, value);
+        return Ok(());
+    }
+    if parts.headers.get(HOST).is_some_and(|h| !h.is_empty()) {
+        return Ok(());
+    }
+    let fallback = route.host.as_ref().unwrap_or(&target.authority);
+    let value =
+        HeaderValue::from_str(fallback.as_str()).map_err(|e| ProxyError::Internal(e.into()))?;
+    parts.headers.insert(HOST, value);
+    Ok(())
+}
+
+/// The version of a response to a client that spoke `downstream`: ours, HTTP/1.1 or
+/// HTTP/2 (hyper itself answers an HTTP/1.0 client in kind).
+fn response_version(downstream: Version) -> Version {
+    if downstream == Version::HTTP_2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    }
 }
 
 trait UriLen {
@@ -487,6 +599,62 @@ fn new_request_id() -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authority_syntax_follows_rfc_3986() {
+        for valid in [
+            "",
+            "a",
+            "a.example",
+            "a.example:8080",
+            "a.example:",
+            "A-b_c~d.e",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:443",
+            "[fe80::1%25eth0]:80",
+            "x!$&'()*+,;=y",
+            "%41b",
+        ] {
+            assert!(is_valid_authority(valid.as_bytes()), "{valid:?}");
+        }
+        for invalid in [
+            "a b",
+            "a/b",
+            "a b@c/d",
+            "u@a",
+            "u:p@a",
+            "a?b",
+            "a#b",
+            "a:port",
+            "a:123456",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "a:1:2x",
+            "%",
+            "%4",
+            "a%zz",
+            "a\"b",
+            "a\tb",
+            "a<b",
+            "a\\b",
+            "é.example",
+        ] {
+            assert!(!is_valid_authority(invalid.as_bytes()), "{invalid:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever passes our check parses as a URI authority, so an HTTP/2 upstream
+        /// always gets the client's authority, never the fallback.
+        #[test]
+        fn a_valid_authority_always_parses(s in "[a-zA-Z0-9.:\\[\\]@/ %_~-]{1,24}") {
+            if is_valid_authority(s.as_bytes()) {
+                proptest::prop_assert!(Authority::try_from(s.as_str()).is_ok(), "{}", s);
+            }
+        }
+    }
 
     #[test]
     fn request_ids_are_unique_and_well_formed() {

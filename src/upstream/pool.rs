@@ -136,33 +136,7 @@ impl EndpointPool {
     }
 
     async fn connect(&self) -> Result<http1::SendRequest<Incoming>, ProxyError> {
-        let stream = match tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect(&self.addr),
-        )
-        .await
-        {
-            Err(_elapsed) => {
-                return Err(ProxyError::ConnectTimeout(
-                    format!(
-                        "no connection to {} within {:?}",
-                        self.addr, self.connect_timeout
-                    )
-                    .into(),
-                ))
-            }
-            Ok(Err(err)) if err.kind() == std::io::ErrorKind::TimedOut => {
-                return Err(ProxyError::ConnectTimeout(err.into()))
-            }
-            Ok(Err(err)) => return Err(ProxyError::Connect(err.into())),
-            Ok(Ok(stream)) => stream,
-        };
-        stream
-            .set_nodelay(true)
-            .map_err(|e| ProxyError::Connect(e.into()))?;
-        SockRef::from(&stream)
-            .set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE))
-            .map_err(|e| ProxyError::Connect(e.into()))?;
+        let stream = connect_tcp(&self.addr, self.connect_timeout).await?;
         let (tx, conn) = http1::Builder::new()
             // One write(2) of head and body, as on the downstream side.
             .writev(false)
@@ -176,6 +150,30 @@ impl EndpointPool {
         });
         Ok(tx)
     }
+}
+
+/// A TCP connection to `addr` (`host:port`) within `timeout`, with TCP_NODELAY and
+/// keepalive probes set. Errors are `Connect` or `ConnectTimeout`.
+pub(super) async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, ProxyError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_elapsed) => {
+            return Err(ProxyError::ConnectTimeout(
+                format!("no connection to {addr} within {timeout:?}").into(),
+            ))
+        }
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::TimedOut => {
+            return Err(ProxyError::ConnectTimeout(err.into()))
+        }
+        Ok(Err(err)) => return Err(ProxyError::Connect(err.into())),
+        Ok(Ok(stream)) => stream,
+    };
+    stream
+        .set_nodelay(true)
+        .map_err(|e| ProxyError::Connect(e.into()))?;
+    SockRef::from(&stream)
+        .set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE))
+        .map_err(|e| ProxyError::Connect(e.into()))?;
+    Ok(stream)
 }
 
 // === impl Lease ===
