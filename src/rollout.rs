@@ -3,11 +3,23 @@
 //!
 //! Data flows one way. The request path calls `RouteRuntime::record`, which updates
 //! atomics only (metrics handles, the window) and, when that outcome breaches the
-//! budget, flips the route's latch and effective weight itself (`trip`), so the very
-//! next request goes to stable. It then tells the driver through an unbounded channel;
-//! the driver updates the state machine, persists, and emits the event. Operators'
-//! commands and rollout steps go through the same machine under a per-route mutex that
-//! the request path never takes.
+//! budget, flips the route's routing latch itself (`trip`), so the very next request
+//! goes to stable. It then tells the driver through an unbounded channel; the driver
+//! updates the state machine and persists it, and only then reports the decision.
+//! Operators' commands and rollout steps go through the same machine under a per-route
+//! mutex that the request path never takes.
+//!
+//! # Reported means on disk
+//!
+//! Nothing that reports a decision (the API's state and effective weight, the weight and
+//! state gauges, `rollbacks_total`, the event and so the webhook) changes before the
+//! decision is on disk: `apply` writes the state file (fsync, rename, directory fsync)
+//! while holding the machine's lock, and `status` reads the machine under that lock, so
+//! the API shows either the decision before it or the persisted one, never a mix. The
+//! latch alone runs ahead, and only in the safe direction (stable serves): a crash
+//! between the latch and the fsync loses a decision nobody was told about, and the
+//! restarted proxy judges the canary afresh. That window is logged (debug,
+//! `unpersisted_ms`) when the driver settles a trip.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
@@ -78,9 +90,11 @@ pub struct Outcome {
 pub struct RouteRuntime {
     pub name: Arc<str>,
     identity: Identity,
-    /// Hot path: the latch. When set, every request goes to stable.
+    /// Hot path: the latch. When set, every request goes to stable. Set by a trip before
+    /// the machine knows (a breach the driver has not settled yet); cleared only when the
+    /// machine leaves `RolledBack` (resume, promote).
     rolled_back: AtomicBool,
-    /// Hot path: the split weight in basis points.
+    /// Hot path: the machine's weight in basis points, as last applied.
     effective: AtomicU16,
     /// Replaced (and so cleared) when a reload changes `budget.window`.
     window: ArcSwap<Window>,
@@ -376,8 +390,8 @@ impl RouteRuntime {
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.effective.store(0, Ordering::Relaxed);
-            self.meters.weight_ratio.set(0.0);
+            // Routing only: the gauges, the API and the event follow once the driver has
+            // the decision on disk.
             let trip = Trip {
                 runtime: Arc::clone(self),
                 breach,
@@ -391,11 +405,18 @@ impl RouteRuntime {
         }
     }
 
-    /// Driver: records a tripped breach in the machine, persists it, emits the event.
+    /// Driver: records a tripped breach in the machine, persists it, then reports it.
     fn settle_breach(&self, breach: Breach, at: Instant) {
         let mut machine = self.lock();
         if let Some(decision) = machine.breach(breach, at) {
-            self.apply(&machine, decision);
+            self.apply(&machine, decision, false);
+            // The window in which a crash loses this decision: from the latch until the
+            // state file and its directory are synced (and the decision reported).
+            tracing::debug!(
+                route = %self.name,
+                unpersisted_ms = at.elapsed().as_secs_f64() * 1000.0,
+                "rollback settled"
+            );
         } else {
             self.sync(&machine);
         }
@@ -452,7 +473,7 @@ impl RouteRuntime {
             };
         let mut machine = self.lock();
         if let Some(decision) = machine.tick(now, within) {
-            self.apply(&machine, decision);
+            self.apply(&machine, decision, false);
         }
     }
 
@@ -470,12 +491,16 @@ impl RouteRuntime {
                     self.armed_requests.store(0, Ordering::Relaxed);
                     self.observed_failing.store(false, Ordering::Relaxed);
                 }
-                self.apply(&machine, decision);
+                self.apply(&machine, decision, was == Phase::RolledBack);
             }
         }
         Ok(self.status(now))
     }
 
+    /// What `/api/v1/routes` shows: the machine, read under the lock `apply` holds while
+    /// it persists, so a decision shows only once it is on disk. A trip not yet settled
+    /// shows the state before it, with that state's weight (routing already sends every
+    /// request to stable).
     pub fn status(&self, now: Instant) -> RouteStatus {
         let machine = self.lock();
         let window = self.window.load();
@@ -492,7 +517,7 @@ impl RouteRuntime {
             name: self.name.to_string(),
             state: machine.phase().as_str(),
             configured_weight: machine.configured().percent(),
-            effective_weight: self.effective().percent(),
+            effective_weight: machine.weight().percent(),
             canary_version: self.identity.version.clone(),
             window: WindowStatus {
                 seconds: window.length().as_secs_f64(),
@@ -561,40 +586,44 @@ impl RouteRuntime {
         }
     }
 
-    /// Makes the hot-path atomics and the gauges agree with the machine.
+    /// Makes the hot-path atomics and the gauges agree with the machine. A latch the
+    /// machine has not caught up with yet (a trip in flight to the driver) stays set;
+    /// only `apply` opens it, when the machine leaves `RolledBack`.
     fn sync(&self, machine: &Machine) {
-        let rolled_back = machine.phase() == Phase::RolledBack;
-        if rolled_back {
+        self.effective
+            .store(machine.weight().basis_points(), Ordering::Relaxed);
+        if machine.phase() == Phase::RolledBack {
             self.rolled_back.store(true, Ordering::Release);
-            self.effective.store(0, Ordering::Relaxed);
-        } else {
-            self.effective
-                .store(machine.weight().basis_points(), Ordering::Relaxed);
-            self.rolled_back.store(false, Ordering::Release);
         }
         self.meters
             .weight_ratio
-            .set(self.effective().percent() / 100.0);
+            .set(machine.weight().percent() / 100.0);
         self.meters.set_state(machine.phase());
     }
 
-    /// Applies a decision: atomics, metrics, the state file, the event.
-    fn apply(&self, machine: &Machine, decision: Decision) {
-        self.sync(machine);
+    /// Applies a decision in the order that keeps every report true after a crash:
+    /// persist (fsync'd), then the atomics and gauges, then the counters and the event.
+    /// `rearmed`: the machine left `RolledBack`, so the latch opens (after the persist).
+    fn apply(&self, machine: &Machine, decision: Decision, rearmed: bool) {
         let route = Some(&*self.name);
+        let rollback = match &decision {
+            Decision::RolledBack { breach } => {
+                // The latch may close before the disk: it reports nothing and only
+                // sends traffic to stable.
+                self.rolled_back.store(true, Ordering::Release);
+                Some(breach.as_ref().map_or("manual", |b| b.kind.as_str()))
+            }
+            _ => None,
+        };
         let event = match &decision {
             Decision::RolledBack {
                 breach: Some(breach),
             } => {
-                self.meters.rollback(breach.kind.as_str());
                 let event =
                     breach_event(Event::new("rollback", route, breach.kind.as_str()), breach);
                 self.with_evidence(event, breach.kind)
             }
-            Decision::RolledBack { breach: None } => {
-                self.meters.rollback("manual");
-                Event::new("rollback", route, "manual")
-            }
+            Decision::RolledBack { breach: None } => Event::new("rollback", route, "manual"),
             Decision::Stepped { from, to } => Event::new("step", route, "step held within budget")
                 .with("from_weight", from.percent())
                 .with("to_weight", to.percent()),
@@ -609,6 +638,13 @@ impl RouteRuntime {
             }
         };
         self.persist(machine, &event.reason);
+        self.sync(machine);
+        if rearmed && machine.phase() != Phase::RolledBack {
+            self.rolled_back.store(false, Ordering::Release);
+        }
+        if let Some(reason) = rollback {
+            self.meters.rollback(reason);
+        }
         self.shared
             .events
             .record(event.with("state", machine.phase().as_str()));
@@ -632,9 +668,22 @@ impl RouteRuntime {
             reason: reason.to_string(),
             updated: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
         };
-        if let Err(err) = store::save(&dir, &saved) {
-            // The decision stands in memory; only its survival across a restart is lost.
-            tracing::error!(route = %self.name, dir = %dir.display(), error = %err, "cannot persist canary state");
+        let start = Instant::now();
+        match store::save(&dir, &saved) {
+            Ok(()) => tracing::debug!(
+                route = %self.name,
+                state = %saved.state,
+                took_ms = start.elapsed().as_secs_f64() * 1000.0,
+                "persisted canary state"
+            ),
+            // The decision stands in memory and is reported; only its survival across a
+            // restart is lost.
+            Err(err) => tracing::error!(
+                route = %self.name,
+                dir = %dir.display(),
+                error = %err,
+                "cannot persist canary state"
+            ),
         }
     }
 

@@ -1,5 +1,7 @@
 //! Latched decisions on disk: one small JSON file per route under `[state] dir`,
-//! written atomically (temp file, fsync, rename, fsync of the directory).
+//! written atomically (temp file, fsync, rename, fsync of the directory). When `save`
+//! returns `Ok`, the decision survives a crash of the process or of the machine: the
+//! caller reports it only then.
 
 use std::fs;
 use std::io::{self, Write};
@@ -50,9 +52,10 @@ pub fn load(dir: &Path, route: &str) -> io::Result<Option<Saved>> {
     })
 }
 
-/// Writes a route's state so that a crash leaves either the old or the new file.
+/// Writes a route's state so that a crash leaves either the old or the new file, and
+/// returns once the new one is durable.
 pub fn save(dir: &Path, saved: &Saved) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
+    create_dir_durably(dir)?;
     let target = path(dir, &saved.route);
     let tmp = dir.join(format!(".route-{}.json.tmp", saved.route));
     let json = serde_json::to_vec_pretty(saved).map_err(io::Error::other)?;
@@ -63,8 +66,29 @@ pub fn save(dir: &Path, saved: &Saved) -> io::Result<()> {
         file.sync_all()?;
     }
     fs::rename(&tmp, &target)?;
-    fs::File::open(dir)?.sync_all()?;
-    Ok(())
+    sync_dir(dir)
+}
+
+/// `create_dir_all`, and each directory it creates is synced into its parent, so the
+/// first decision's file is not lost with a directory entry that was never synced.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dir_durably(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => sync_dir(parent.unwrap_or(Path::new("."))),
+        // Another route's first save made it just now, and syncs the parent itself.
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
