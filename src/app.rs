@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::events::Events;
-use crate::reload::{Reloader, Watch};
+use crate::reload::{Fingerprint, Reloader, Watch};
 use crate::rollout::{Shared, Trip};
 use crate::routing::Snapshot;
 use crate::telemetry::Telemetry;
@@ -36,8 +36,9 @@ pub struct App {
     trips: mpsc::UnboundedReceiver<Trip>,
     ready: Arc<AtomicBool>,
     webhook: Arc<ArcSwapOption<Uri>>,
-    /// Watch this file (and SIGHUP) for config changes.
-    reload_from: Option<(std::path::PathBuf, Watch)>,
+    /// Watch this file (and SIGHUP) for config changes; the fingerprint of what it held
+    /// when generation 1 was loaded from it.
+    reload_from: Option<(std::path::PathBuf, Watch, Option<Fingerprint>)>,
 }
 
 // === impl App ===
@@ -75,8 +76,13 @@ impl App {
     /// starts now, so a change made before `serve` runs is not missed.
     pub fn reload_from(mut self, path: std::path::PathBuf) -> App {
         let mut watch = Watch::install(&path);
-        watch.follow(&self.snapshots.load().config);
-        self.reload_from = Some((path, watch));
+        let snapshot = self.snapshots.load();
+        watch.follow(&snapshot.config);
+        // Once the watch is installed: an unchanged file is then no reload, while a change
+        // made since the load is seen either way.
+        let loaded = crate::reload::loaded_fingerprint(&path, &snapshot.config);
+        drop(snapshot);
+        self.reload_from = Some((path, watch, loaded));
         self
     }
 
@@ -145,9 +151,10 @@ impl App {
                 stopped(),
             ))
         });
-        let reloader = self.reload_from.map(|(path, watch)| {
+        let reloader = self.reload_from.map(|(path, watch, loaded)| {
             let reloader = Arc::new(Reloader::new(
                 path,
+                loaded,
                 Arc::clone(&self.snapshots),
                 Arc::clone(&self.shared),
                 Arc::clone(&self.webhook),

@@ -4,10 +4,32 @@
 //! snapshot (route runtimes carried over by canary identity, pools by connect timeout),
 //! and swapped in atomically. Requests in flight finish on the snapshot they started
 //! with. An invalid file changes nothing.
+//!
+//! # What the watcher reacts to
+//!
+//! A watched directory holds other files too: a log the proxy's own stderr is appended
+//! to, an editor's swap file, a sidecar's heartbeat. Reacting to them made an invalid
+//! config fail (a log line, a counter, an event, a webhook POST) about ten times a
+//! second, made a valid edit wait until a busy neighbour stopped writing, and turned the
+//! first unrelated write after start into a reload of an unchanged file. So:
+//!
+//! - Only events that name a file a reload reads count: the config file, the files it
+//!   refers to (certificates, keys, CAs, the admin token; the set follows each applied
+//!   config) and names starting with `..` (a ConfigMap's `..data` and `..data_tmp`
+//!   symlinks and `..2026_…` timestamped directories). Reads never count: every reload
+//!   reads the files, so access events would make each reload trigger the next.
+//! - A burst settles for [`DEBOUNCE`] of quiet, but never longer than [`DEBOUNCE_MAX`]
+//!   in all, so a file written without pause cannot hold a change back.
+//! - The fingerprint of the content applied (from generation 1 on) and of the content
+//!   last rejected are kept: a watcher event that finds either again records nothing (no
+//!   reload, no `reload_failed`, no webhook POST), so one file content is one failure.
+//!   SIGHUP always re-reads, and applies or reports.
 
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -26,6 +48,14 @@ use crate::routing::Snapshot;
 /// Events closer together than this are one change (an editor's save, a ConfigMap swap).
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
+/// The longest a burst of events can hold a reload back: a file written without pause
+/// (a log, a generator) would otherwise never let it settle.
+pub const DEBOUNCE_MAX: Duration = Duration::from_millis(500);
+
+/// xxh3 of a config file's text and of the content of every file it refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint(u64);
+
 /// Re-reads the config file and swaps the snapshot.
 #[derive(Debug)]
 pub struct Reloader {
@@ -38,10 +68,25 @@ pub struct Reloader {
     /// Same for `[admin] listen`.
     rebind_admin: mpsc::UnboundedSender<TcpListener>,
     generation: AtomicU64,
-    /// Fingerprint of the config last applied and of every file it refers to
-    /// (certificates, keys, CAs, the admin token): a watcher event that changed none
-    /// of them is not a reload.
-    last: Mutex<Option<u64>>,
+    seen: Mutex<Seen>,
+}
+
+/// What the files held at the last reload: a watcher event that finds the same again
+/// is not a reload, nor a new failure.
+#[derive(Debug)]
+struct Seen {
+    /// The config applied and every file it refers to (certificates, keys, CAs, the
+    /// admin token).
+    applied: Option<Fingerprint>,
+    /// The text last rejected and why, while nothing else has been read since.
+    rejected: Option<Fingerprint>,
+}
+
+/// A file that was not applied: the errors to report, and what identifies this failure.
+#[derive(Debug)]
+struct Rejected {
+    errors: Vec<String>,
+    fingerprint: Fingerprint,
 }
 
 /// What asked for a reload.
@@ -54,8 +99,11 @@ pub enum Trigger {
 // === impl Reloader ===
 
 impl Reloader {
+    /// `loaded` is the fingerprint of the file generation 1 was loaded from
+    /// ([`loaded_fingerprint`]); `None` makes the first watcher event a reload.
     pub fn new(
         path: PathBuf,
+        loaded: Option<Fingerprint>,
         snapshots: Arc<ArcSwap<Snapshot>>,
         shared: Arc<Shared>,
         webhook: Arc<ArcSwapOption<Uri>>,
@@ -63,8 +111,6 @@ impl Reloader {
         rebind_admin: mpsc::UnboundedSender<TcpListener>,
     ) -> Reloader {
         let generation = snapshots.load().generation;
-        // Unknown until the first reload: the file may have changed since it was loaded.
-        let last = None;
         Reloader {
             path,
             snapshots,
@@ -73,31 +119,42 @@ impl Reloader {
             rebind,
             rebind_admin,
             generation: AtomicU64::new(generation),
-            last: Mutex::new(last),
+            seen: Mutex::new(Seen {
+                applied: loaded,
+                rejected: None,
+            }),
         }
     }
 
     /// Reads, validates and applies the file. Returns the new generation, or `None`
-    /// when a watcher event left the file as it was.
+    /// when a watcher event found nothing new: the file as applied, or as last rejected.
     pub async fn reload(&self, trigger: Trigger) -> Result<Option<u64>, Vec<String>> {
-        let result = self.try_reload(trigger).await;
         let telemetry = &self.shared.telemetry;
-        match &result {
+        match self.try_reload(trigger).await {
             Ok(Some(generation)) => {
                 telemetry.reloads_success.increment(1);
                 telemetry.last_reload_success.set(unix_now());
                 let snapshot = self.snapshots.load();
                 self.shared.events.record(
                     Event::new("reload", None, "config reloaded")
-                        .with("generation", *generation)
+                        .with("generation", generation)
                         .with("routes", snapshot.routes.len())
                         .with("trigger", trigger.as_str()),
                 );
+                Ok(Some(generation))
             }
-            Ok(None) => {}
-            Err(errors) => {
+            Ok(None) => Ok(None),
+            Err(Rejected {
+                errors,
+                fingerprint,
+            }) => {
+                let before = self.seen().rejected.replace(fingerprint);
+                if trigger == Trigger::Watch && before == Some(fingerprint) {
+                    tracing::debug!("config file touched, still rejected as before");
+                    return Ok(None);
+                }
                 telemetry.reloads_failure.increment(1);
-                for error in errors {
+                for error in &errors {
                     tracing::error!(error = %error, "config reload rejected; the previous config keeps serving");
                 }
                 let reason = errors.first().cloned().unwrap_or_default();
@@ -106,24 +163,35 @@ impl Reloader {
                         .with("errors", Value::from(errors.clone()))
                         .with("trigger", trigger.as_str()),
                 );
+                Err(errors)
             }
         }
-        result
     }
 
-    async fn try_reload(&self, trigger: Trigger) -> Result<Option<u64>, Vec<String>> {
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|err| vec![format!("{}: cannot read: {err}", self.path.display())])?;
-        let config = parse_str(&text, &self.path)
-            .map_err(|errors| errors.iter().map(Invalid::to_string).collect::<Vec<_>>())?;
+    async fn try_reload(&self, trigger: Trigger) -> Result<Option<u64>, Rejected> {
+        let text = std::fs::read_to_string(&self.path).map_err(|err| {
+            Rejected::new(
+                "",
+                vec![format!("{}: cannot read: {err}", self.path.display())],
+            )
+        })?;
+        let config = parse_str(&text, &self.path).map_err(|errors| {
+            Rejected::new(&text, errors.iter().map(Invalid::to_string).collect())
+        })?;
         let fingerprint = fingerprint(&text, &config);
-        if trigger == Trigger::Watch
-            && *self.last.lock().unwrap_or_else(|p| p.into_inner()) == Some(fingerprint)
-        {
-            return Ok(None);
+        if trigger == Trigger::Watch {
+            let mut seen = self.seen();
+            if seen.applied == Some(fingerprint) {
+                // Back to what is serving: a later rejection is news again.
+                seen.rejected = None;
+                return Ok(None);
+            }
         }
         let current = self.snapshots.load_full();
-        let (listener, admin_listener) = self.listeners_for(&current.config, &config).await?;
+        let (listener, admin_listener) = self
+            .listeners_for(&current.config, &config)
+            .await
+            .map_err(|errors| Rejected::new(&text, errors))?;
 
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let webhook = config.notify.as_ref().map(|n| Arc::new(n.webhook.clone()));
@@ -142,8 +210,15 @@ impl Reloader {
         if let Some(listener) = admin_listener {
             let _ = self.rebind_admin.send(listener);
         }
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(fingerprint);
+        *self.seen() = Seen {
+            applied: Some(fingerprint),
+            rejected: None,
+        };
         Ok(Some(generation))
+    }
+
+    fn seen(&self) -> MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Binds changed listen addresses before anything is swapped, so a port that cannot
@@ -191,8 +266,7 @@ impl Reloader {
         loop {
             let trigger = tokio::select! {
                 Some(()) = watch.changes.recv() => {
-                    // Let the burst settle: one change, one reload.
-                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, watch.changes.recv()).await {}
+                    watch.settle().await;
                     Trigger::Watch
                 }
                 Some(()) = recv_signal(&mut watch.hangup) => Trigger::Signal,
@@ -215,6 +289,11 @@ pub struct Watch {
     hangup: Option<tokio::signal::unix::Signal>,
     watcher: Option<notify::RecommendedWatcher>,
     watched: Vec<PathBuf>,
+    /// The names, in the watched directories, whose events count. Read on the watcher's
+    /// thread, replaced by `follow`.
+    names: Arc<Mutex<HashSet<OsString>>>,
+    /// The config file's own name, always in `names`.
+    config_name: Option<OsString>,
 }
 
 // === impl Watch ===
@@ -224,10 +303,11 @@ impl Watch {
     pub fn install(path: &Path) -> Watch {
         let (tx, changes) = mpsc::unbounded_channel::<()>();
         let dir = watch_dir(path);
+        let config_name = path.file_name().map(OsStr::to_os_string);
+        let names = Arc::new(Mutex::new(config_name.iter().cloned().collect()));
+        let relevant = Arc::clone(&names);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // Reading the files (every reload does) produces access events: reacting to
-            // them would make each reload trigger the next.
-            if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+            if event.is_ok_and(|e| matters(&e, &relevant)) {
                 let _ = tx.send(());
             }
         })
@@ -255,15 +335,30 @@ impl Watch {
             hangup,
             watcher,
             watched: vec![dir],
+            names,
+            config_name,
         }
     }
 
-    /// Also watches the directories of the files `config` refers to.
+    /// Also watches the directories of the files `config` refers to, and from now on
+    /// counts events naming those files (and no longer those of an earlier config).
     pub fn follow(&mut self, config: &Config) {
+        let files = referenced_files(config);
+        {
+            let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+            names.clear();
+            names.extend(self.config_name.iter().cloned());
+            names.extend(
+                files
+                    .iter()
+                    .filter_map(|file| file.file_name())
+                    .map(OsStr::to_os_string),
+            );
+        }
         let Some(watcher) = self.watcher.as_mut() else {
             return;
         };
-        for file in referenced_files(config) {
+        for file in files {
             let dir = watch_dir(&file);
             if self.watched.contains(&dir) {
                 continue;
@@ -276,6 +371,72 @@ impl Watch {
             }
         }
     }
+
+    /// Lets a burst of changes settle (one change, one reload): returns after
+    /// [`DEBOUNCE`] without one, or [`DEBOUNCE_MAX`] after it was called.
+    async fn settle(&mut self) {
+        let cap = tokio::time::sleep(DEBOUNCE_MAX);
+        tokio::pin!(cap);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut cap => break,
+                next = tokio::time::timeout(DEBOUNCE, self.changes.recv()) => {
+                    if !matches!(next, Ok(Some(()))) {
+                        break;
+                    }
+                }
+            }
+        }
+        // Changes already queued were made before the read that follows: it sees them.
+        while self.changes.try_recv().is_ok() {}
+    }
+}
+
+/// Whether `event` may have changed a file a reload reads (see the module docs).
+fn matters(event: &notify::Event, names: &Mutex<HashSet<OsString>>) -> bool {
+    if matches!(event.kind, notify::EventKind::Access(_)) {
+        return false;
+    }
+    if event.need_rescan() {
+        // Events were lost: any of them may have been the one.
+        return true;
+    }
+    let names = names.lock().unwrap_or_else(PoisonError::into_inner);
+    event
+        .paths
+        .iter()
+        .filter_map(|path| path.file_name())
+        .any(|name| names.contains(name) || name.as_encoded_bytes().starts_with(b".."))
+}
+
+/// The fingerprint of generation 1: what `path` holds, if it still parses to `loaded`.
+/// Call it once the watch is installed: a change after that is an event, and one made
+/// since `loaded` was read gives `None`, so the first event reloads it. (A certificate
+/// rewritten between the load and the watch is not seen until the next change; its
+/// key material is not part of the comparison.)
+pub fn loaded_fingerprint(path: &Path, loaded: &Config) -> Option<Fingerprint> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let config = parse_str(&text, path).ok()?;
+    same_config(&config, loaded).then(|| fingerprint(&text, &config))
+}
+
+/// Field by field (`Config` has no `PartialEq`: its TLS parts compare paths only).
+fn same_config(a: &Config, b: &Config) -> bool {
+    let Config {
+        source,
+        server,
+        admin,
+        state,
+        notify,
+        routes,
+    } = a;
+    *source == b.source
+        && *server == b.server
+        && *admin == b.admin
+        && *state == b.state
+        && *notify == b.notify
+        && *routes == b.routes
 }
 
 /// Files a config refers to whose content matters: TLS material and the admin token.
@@ -304,14 +465,33 @@ fn referenced_files(config: &Config) -> Vec<PathBuf> {
 }
 
 /// xxh3 of the config text and of the content of every file it refers to.
-fn fingerprint(text: &str, config: &Config) -> u64 {
+fn fingerprint(text: &str, config: &Config) -> Fingerprint {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(text.as_bytes());
     for file in referenced_files(config) {
         hasher.update(file.as_os_str().as_encoded_bytes());
         hasher.update(&std::fs::read(&file).unwrap_or_default());
     }
-    hasher.digest()
+    Fingerprint(hasher.digest())
+}
+
+// === impl Rejected ===
+
+impl Rejected {
+    /// The same text failing the same way is the same failure; failing another way
+    /// (another certificate error, another port taken) is news.
+    fn new(text: &str, errors: Vec<String>) -> Rejected {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(text.as_bytes());
+        for error in &errors {
+            hasher.update(&[0]);
+            hasher.update(error.as_bytes());
+        }
+        Rejected {
+            errors,
+            fingerprint: Fingerprint(hasher.digest()),
+        }
+    }
 }
 
 async fn recv_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
@@ -343,5 +523,92 @@ impl Trigger {
             Trigger::Watch => "watch",
             Trigger::Signal => "sighup",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, CreateKind, Flag, ModifyKind, RenameMode};
+    use notify::{Event, EventKind};
+
+    use super::*;
+
+    fn names(list: &[&str]) -> Mutex<HashSet<OsString>> {
+        Mutex::new(list.iter().map(OsString::from).collect())
+    }
+
+    fn modify(path: &str) -> Event {
+        Event::new(EventKind::Modify(ModifyKind::Any)).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn only_events_naming_a_file_a_reload_reads_matter() {
+        let names = names(&["proxy.toml", "token"]);
+        assert!(matters(&modify("/etc/proxy/proxy.toml"), &names));
+        assert!(matters(&modify("/etc/proxy/token"), &names));
+        assert!(!matters(&modify("/etc/proxy/proxy.log"), &names));
+        assert!(!matters(&modify("/etc/proxy/.proxy.toml.swp"), &names));
+        // A rename names both ends: saved into place by rename counts.
+        let rename = Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+            .add_path(PathBuf::from("/etc/proxy/proxy.tmp~"))
+            .add_path(PathBuf::from("/etc/proxy/proxy.toml"));
+        assert!(matters(&rename, &names));
+        // ConfigMap swaps: `..data_tmp` renamed over `..data`, timestamped directories.
+        assert!(matters(&modify("/etc/proxy/..data"), &names));
+        assert!(matters(&modify("/etc/proxy/..data_tmp"), &names));
+        let dir = Event::new(EventKind::Create(CreateKind::Folder))
+            .add_path(PathBuf::from("/etc/proxy/..2026_11_21_10_00_00.1"));
+        assert!(matters(&dir, &names));
+        // Reading the config (every reload does) is not a change.
+        let read = Event::new(EventKind::Access(AccessKind::Any))
+            .add_path(PathBuf::from("/etc/proxy/proxy.toml"));
+        assert!(!matters(&read, &names));
+        // Lost events may have named anything.
+        let rescan = Event::new(EventKind::Other).set_flag(Flag::Rescan);
+        assert!(matters(&rescan, &names));
+    }
+
+    fn quiet_watch() -> (mpsc::UnboundedSender<()>, Watch) {
+        let (tx, changes) = mpsc::unbounded_channel();
+        let watch = Watch {
+            changes,
+            hangup: None,
+            watcher: None,
+            watched: Vec::new(),
+            names: Arc::new(names(&[])),
+            config_name: None,
+        };
+        (tx, watch)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_settles_after_a_quiet_debounce() {
+        let (tx, mut watch) = quiet_watch();
+        let start = Instant::now();
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let _ = tx.send(());
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        watch.settle().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(90) + DEBOUNCE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_every_20ms_holds_a_reload_back_at_most_debounce_max() {
+        let (tx, mut watch) = quiet_watch();
+        let start = Instant::now();
+        tokio::spawn(async move {
+            for _ in 0..500 {
+                let _ = tx.send(());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        watch.settle().await;
+        assert_eq!(start.elapsed(), DEBOUNCE_MAX);
+        // What was queued until then is covered by the read that follows.
+        assert!(watch.changes.try_recv().is_err());
     }
 }

@@ -392,3 +392,189 @@ async fn a_changed_listen_address_is_bound_before_the_old_one_closes() {
         StatusCode::OK
     );
 }
+
+// === What the watcher reacts to ===
+
+const NOT_TOML: &str = "[server\nthis is not toml";
+
+/// Appends a line to `file` every `every` for `total`, as a log or a sidecar beside the
+/// config would. Returns the number of lines written.
+fn keep_appending(
+    file: std::path::PathBuf,
+    every: Duration,
+    total: Duration,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        use std::io::Write;
+        let end = Instant::now() + total;
+        let mut lines = 0;
+        while Instant::now() < end {
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+                .unwrap();
+            writeln!(log, "line {lines}").unwrap();
+            lines += 1;
+            tokio::time::sleep(every).await;
+        }
+        lines
+    })
+}
+
+/// How many recorded events are of `kind`.
+async fn events_of(proxy: &TestProxy, kind: &str) -> usize {
+    let events = proxy.admin_json("/api/v1/events").await;
+    events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .count()
+}
+
+/// Long enough for a change to have been reloaded had it been one (debounce 100 ms).
+const SETTLED: Duration = Duration::from_millis(600);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weight_edit_lands_while_another_file_in_the_directory_is_written_every_20ms() {
+    let (dir, stable, canary, path, proxy) = watching(10.0).await;
+    let writer = keep_appending(
+        dir.path().join("proxy.log"),
+        Duration::from_millis(20),
+        Duration::from_secs(3),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    replace(
+        &path,
+        &config(dir.path(), &route(&stable, &canary, 50.0, "v1")),
+    );
+    let took = wait_for(
+        "weight 50 configured",
+        Duration::from_millis(1500),
+        || async { proxy.route_status("shop").await["configured_weight"] == 50.0 },
+    )
+    .await;
+    println!("reload latency with a busy directory: {took:?}");
+    assert!(writer.await.unwrap() > 50);
+    assert_eq!(proxy.admin_json("/api/v1/routes").await["generation"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_config_is_reported_once_however_often_the_directory_changes() {
+    let (dir, _stable, _canary, path, proxy) = watching(10.0).await;
+    replace(&path, NOT_TOML);
+    wait_for("a reload failure", Duration::from_secs(2), || async {
+        proxy.metric(FAILURE).await == 1.0
+    })
+    .await;
+
+    // stderr appended to a file beside the config: a burst faster than the debounce,
+    // then a line every 150 ms (a log line per reload attempt would make that a loop).
+    let log = dir.path().join("proxy.log");
+    let fast = keep_appending(
+        log.clone(),
+        Duration::from_millis(20),
+        Duration::from_secs(1),
+    );
+    assert!(fast.await.unwrap() > 20);
+    let slow = keep_appending(log, Duration::from_millis(150), Duration::from_secs(1));
+    assert!(slow.await.unwrap() > 3);
+    tokio::time::sleep(SETTLED).await;
+
+    assert_eq!(proxy.metric(FAILURE).await, 1.0);
+    assert_eq!(events_of(&proxy, "reload_failed").await, 1);
+    assert_eq!(proxy.route_status("shop").await["configured_weight"], 10.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrelated_write_in_the_config_directory_is_not_a_reload() {
+    let (dir, stable, canary, path, proxy) = watching(10.0).await;
+    let success = proxy.metric(SUCCESS).await;
+    std::fs::write(dir.path().join("notes.txt"), "unrelated").unwrap();
+    std::fs::create_dir(dir.path().join("cache")).unwrap();
+    tokio::time::sleep(SETTLED).await;
+
+    assert_eq!(proxy.metric(SUCCESS).await, success);
+    assert_eq!(proxy.admin_json("/api/v1/routes").await["generation"], 1);
+    assert_eq!(events_of(&proxy, "reload").await, 0);
+
+    // The watcher is alive: a real edit is generation 2.
+    replace(
+        &path,
+        &config(dir.path(), &route(&stable, &canary, 30.0, "v1")),
+    );
+    wait_for("weight 30 configured", Duration::from_secs(2), || async {
+        proxy.route_status("shop").await["configured_weight"] == 30.0
+    })
+    .await;
+    assert_eq!(proxy.admin_json("/api/v1/routes").await["generation"], 2);
+    assert_eq!(events_of(&proxy, "reload").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriting_the_loaded_config_unchanged_is_not_a_reload() {
+    let (dir, stable, canary, path, proxy) = watching(10.0).await;
+    let success = proxy.metric(SUCCESS).await;
+    // The same bytes, in place and renamed over; the token file rewritten as it was.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    replace(&path, &text);
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    tokio::time::sleep(SETTLED).await;
+
+    assert_eq!(proxy.metric(SUCCESS).await, success);
+    assert_eq!(proxy.admin_json("/api/v1/routes").await["generation"], 1);
+    assert_eq!(events_of(&proxy, "reload").await, 0);
+
+    replace(
+        &path,
+        &config(dir.path(), &route(&stable, &canary, 30.0, "v1")),
+    );
+    wait_for("weight 30 configured", Duration::from_secs(2), || async {
+        proxy.route_status("shop").await["configured_weight"] == 30.0
+    })
+    .await;
+    assert_eq!(proxy.admin_json("/api/v1/routes").await["generation"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_rejected_content_is_reported_once() {
+    let (dir, stable, canary, path, proxy) = watching(10.0).await;
+    replace(&path, NOT_TOML);
+    wait_for("a reload failure", Duration::from_secs(2), || async {
+        proxy.metric(FAILURE).await == 1.0
+    })
+    .await;
+
+    // Touched again with identical bytes: nothing new to report.
+    std::fs::write(&path, NOT_TOML).unwrap();
+    replace(&path, NOT_TOML);
+    tokio::time::sleep(SETTLED).await;
+    assert_eq!(proxy.metric(FAILURE).await, 1.0);
+    assert_eq!(events_of(&proxy, "reload_failed").await, 1);
+
+    // Different invalid content is a new failure.
+    replace(&path, "[server\nstill not toml");
+    wait_for("a second failure", Duration::from_secs(2), || async {
+        proxy.metric(FAILURE).await == 2.0
+    })
+    .await;
+
+    // After a valid file, the first invalid content is a new change again.
+    replace(
+        &path,
+        &config(dir.path(), &route(&stable, &canary, 40.0, "v1")),
+    );
+    wait_for("weight 40 configured", Duration::from_secs(2), || async {
+        proxy.route_status("shop").await["configured_weight"] == 40.0
+    })
+    .await;
+    replace(&path, NOT_TOML);
+    wait_for("a third failure", Duration::from_secs(2), || async {
+        proxy.metric(FAILURE).await == 3.0
+    })
+    .await;
+    assert_eq!(events_of(&proxy, "reload_failed").await, 3);
+}
