@@ -117,6 +117,30 @@ pub struct RouteConfig {
     pub cohort: Vec<String>,
     pub budget: BudgetConfig,
     pub rollout: Option<RolloutConfig>,
+    /// `[route.shield]`: retry failed canary attempts on stable.
+    pub shield: Option<ShieldConfig>,
+}
+
+/// `[route.shield]` (SPEC §11): a canary attempt that fails for an eligible request is
+/// sent once more, to stable; the failure still counts against the canary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShieldConfig {
+    /// Canary statuses that are retried on stable (connect errors, resets and closes
+    /// before the head, and per-try timeouts always are). Default 502, 503, 504.
+    pub statuses: Vec<StatusMatch>,
+    /// Methods eligible for a retry. Default: the idempotent ones (RFC 9110 §9.2.2).
+    pub methods: Vec<http::Method>,
+    /// Request bodies up to this size are held to be sent again; larger or streamed
+    /// bodies are never retried. Bytes; default 65 536.
+    pub max_body_bytes: usize,
+    /// Retries allowed as a fraction of the route's requests (Linkerd's retry budget);
+    /// default 0.2.
+    pub budget_ratio: f64,
+    /// Retries always allowed per second on top of the ratio; default 10.
+    pub min_retries_per_second: u32,
+    /// How long the canary attempt may take to its response head before stable is
+    /// tried. `None`: `[server] request_timeout`.
+    pub per_try_timeout: Option<Duration>,
 }
 
 /// `stable` / `canary`: a set of interchangeable endpoints.
@@ -127,6 +151,16 @@ pub struct UpstreamConfig {
     pub protocol: Protocol,
     /// Present when an endpoint is `https://`.
     pub tls: Option<UpstreamTls>,
+    /// How long an idle keep-alive connection to an endpoint is kept for reuse. Below
+    /// the upstream's own keep-alive timeout (Node.js: 5 s), so the proxy closes first
+    /// and seldom meets the keep-alive race. Default 4 s.
+    pub idle_timeout: Duration,
+    /// Consecutive connect failures or resets that take an endpoint out of rotation
+    /// (nginx `max_fails`); 0 never does. Default 3. Only with two or more endpoints.
+    pub max_fails: u32,
+    /// How long an ejected endpoint stays out of rotation (nginx `fail_timeout`).
+    /// Default 10 s.
+    pub fail_timeout: Duration,
 }
 
 /// One upstream endpoint (`host:port` or `http://host:port`).

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use http::header::{HeaderMap, HeaderName};
 use tokio::time::Instant;
 
-use crate::config::{Config, RouteConfig, ServerConfig, StickySource};
+use crate::config::{Config, RouteConfig, ServerConfig, ShieldConfig, StickySource};
 use crate::rollout::{RouteRuntime, Shared};
+use crate::telemetry::{PathMeters, Telemetry};
+use crate::upstream::retry_budget::RetryBudget;
 use crate::upstream::{Clients, Upstream};
 
 pub mod split;
@@ -46,6 +48,17 @@ pub struct Route {
     pub runtime: Arc<RouteRuntime>,
     /// gRPC statuses are judged only when the response says `application/grpc`.
     pub error_statuses: Box<[crate::config::StatusMatch]>,
+    /// `[route.shield]` and its retry budget.
+    pub shield: Option<Shield>,
+    /// The data path's handles: responses as clients saw them, retries, ejections.
+    pub path: PathMeters,
+}
+
+/// A route's `[route.shield]`: the config and the budget its retries draw on.
+#[derive(Debug)]
+pub struct Shield {
+    pub config: ShieldConfig,
+    pub budget: RetryBudget,
 }
 
 /// Why a request went where it went.
@@ -92,7 +105,7 @@ impl Snapshot {
                     }
                     None => RouteRuntime::new(route, state_dir.clone(), shared, now),
                 };
-                Route::new(route, &clients, runtime)
+                Route::new(route, &clients, runtime, &shared.telemetry, now)
             })
             .collect();
         let table = RouteTable::build(
@@ -131,7 +144,13 @@ impl Snapshot {
 // === impl Route ===
 
 impl Route {
-    pub fn new(config: &RouteConfig, clients: &Clients, runtime: Arc<RouteRuntime>) -> Route {
+    pub fn new(
+        config: &RouteConfig,
+        clients: &Clients,
+        runtime: Arc<RouteRuntime>,
+        telemetry: &Telemetry,
+        now: Instant,
+    ) -> Route {
         Route {
             name: Arc::from(config.name.as_str()),
             host: config.host.as_deref().and_then(|h| h.parse().ok()),
@@ -147,6 +166,11 @@ impl Route {
             canary: Upstream::new(&config.canary, clients),
             runtime,
             error_statuses: config.budget.error_statuses.clone().into_boxed_slice(),
+            shield: config.shield.as_ref().map(|shield| Shield {
+                budget: RetryBudget::new(shield.budget_ratio, shield.min_retries_per_second, now),
+                config: shield.clone(),
+            }),
+            path: telemetry.path_meters(&config.name),
         }
     }
 

@@ -30,6 +30,11 @@ pub const CONFIG_LAST_RELOAD_SUCCESS: &str =
 pub const OPEN_CONNECTIONS: &str = "canary_proxy_open_connections";
 pub const BUILD_INFO: &str = "canary_proxy_build_info";
 pub const WOULD_ROLLBACK_TOTAL: &str = "canary_proxy_would_rollback_total";
+pub const RESPONSES_TOTAL: &str = "canary_proxy_responses_total";
+pub const SHIELDED_TOTAL: &str = "canary_proxy_shielded_total";
+pub const RETRIES_TOTAL: &str = "canary_proxy_retries_total";
+pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "canary_proxy_retry_budget_exhausted_total";
+pub const ENDPOINT_EJECTIONS_TOTAL: &str = "canary_proxy_endpoint_ejections_total";
 
 /// Upper bounds of `request_duration_seconds`, in seconds. From sub-millisecond (a
 /// sidecar hop on loopback) to 30 s (the default `request_timeout`), roughly ×2–2.5
@@ -62,6 +67,28 @@ pub enum ErrorKind {
     Status,
     /// A failing `grpc-status`.
     Grpc,
+}
+
+/// `reason` label of `retries_total` (SPEC §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// The upstream closed a reused keep-alive connection before answering.
+    KeepaliveRace,
+    /// A failed canary attempt sent again to stable (`[route.shield]`).
+    Shield,
+    /// A connection that could not be made, tried on another endpoint of the side.
+    Connect,
+}
+
+/// The data path's per-route handles beside the judgement's: what clients received,
+/// retries and the shield (SPEC §11), endpoint ejections.
+#[derive(Debug)]
+pub struct PathMeters {
+    responses: [Counter; 6],
+    pub shielded: Counter,
+    retries: [[Counter; 3]; 2],
+    pub retry_budget_exhausted: Counter,
+    ejections: [Counter; 2],
 }
 
 /// Rollback reasons (`reason` label of `rollbacks_total`).
@@ -203,6 +230,34 @@ impl Telemetry {
         }
     }
 
+    /// The data path's handles for `route`.
+    pub fn path_meters(&self, route: &str) -> PathMeters {
+        let route: SharedString = route.to_string().into();
+        let counter = |name: &'static str, extra: &[(&'static str, &'static str)]| {
+            let mut labels = vec![Label::new("route", route.clone())];
+            labels.extend(extra.iter().map(|&(k, v)| Label::new(k, v)));
+            self.recorder
+                .register_counter(&Key::from_parts(name, labels), &METADATA)
+        };
+        let sides = [Side::Stable, Side::Canary];
+        PathMeters {
+            responses: Class::ALL
+                .map(|class| counter(RESPONSES_TOTAL, &[("class", class.as_str())])),
+            shielded: counter(SHIELDED_TOTAL, &[]),
+            retries: sides.map(|side| {
+                RetryReason::ALL.map(|reason| {
+                    counter(
+                        RETRIES_TOTAL,
+                        &[("upstream", side_label(side)), ("reason", reason.as_str())],
+                    )
+                })
+            }),
+            retry_budget_exhausted: counter(RETRY_BUDGET_EXHAUSTED_TOTAL, &[]),
+            ejections: sides
+                .map(|side| counter(ENDPOINT_EJECTIONS_TOTAL, &[("upstream", side_label(side))])),
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         self.open_connections_gauge
@@ -268,6 +323,54 @@ fn describe(recorder: &PrometheusRecorder) {
         None,
         "Budget breaches seen while enforce = false (observe-only).",
     );
+    c(RESPONSES_TOTAL, None, "Responses clients received, by route and class (1xx|2xx|3xx|4xx|5xx|error), proxy-made ones included; requests_total counts upstream attempts.");
+    c(
+        SHIELDED_TOTAL,
+        None,
+        "Failed canary attempts whose client got stable's answer instead ([route.shield]).",
+    );
+    c(RETRIES_TOTAL, None, "Attempts sent again, by route, the side that got the retry and reason (keepalive_race|shield|connect).");
+    c(
+        RETRY_BUDGET_EXHAUSTED_TOTAL,
+        None,
+        "Shield retries refused because the route's retry budget was spent.",
+    );
+    c(ENDPOINT_EJECTIONS_TOTAL, None, "Endpoints taken out of rotation after consecutive connect failures or resets, by route and side.");
+}
+
+// === impl PathMeters ===
+
+impl PathMeters {
+    /// Hot path: one response as the client received it.
+    pub fn response(&self, class: Class) {
+        self.responses[class as usize].increment(1);
+    }
+
+    pub fn retry(&self, side: Side, reason: RetryReason) {
+        self.retries[side_index(side)][reason as usize].increment(1);
+    }
+
+    pub fn ejection(&self, side: Side) {
+        self.ejections[side_index(side)].increment(1);
+    }
+}
+
+// === impl RetryReason ===
+
+impl RetryReason {
+    pub const ALL: [RetryReason; 3] = [
+        RetryReason::KeepaliveRace,
+        RetryReason::Shield,
+        RetryReason::Connect,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::KeepaliveRace => "keepalive_race",
+            RetryReason::Shield => "shield",
+            RetryReason::Connect => "connect",
+        }
+    }
 }
 
 fn side_label(side: Side) -> &'static str {

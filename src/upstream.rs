@@ -15,15 +15,18 @@
 //! `:authority` for HTTP/2) is the caller's choice, never the endpoint's address:
 //! see `Target::uri`.
 
+mod body;
 mod h2;
 mod pool;
+pub mod retry_budget;
 
+pub use body::RequestBody;
 pub use h2::H2Endpoint;
 pub use pool::{EndpointPool, Lease};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -36,14 +39,36 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use tokio::time::Instant;
+
 use crate::config::{Protocol, UpstreamConfig, UpstreamTls};
 use crate::error::ProxyError;
 
-/// How long an idle pooled upstream connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
 /// The pooled client type every upstream request goes through (plain or TLS).
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+
+/// A plain HTTP/1.1 endpoint and the idle timeout of its connections.
+type PoolKey = (Authority, Duration);
+
+/// An attempt that got no response.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: ProxyError,
+    /// The request, handed back when it was provably never sent (no connection could
+    /// be made, or the connection refused it): it may go to another endpoint.
+    pub unsent: Option<Request<RequestBody>>,
+}
+
+/// An upstream's answer, as far as its head.
+#[derive(Debug)]
+pub struct Sent {
+    pub response: Response<Incoming>,
+    /// Returns the connection to its pool; must live as long as the response body.
+    pub lease: Option<Lease>,
+    /// 1 when the request was sent again after the keep-alive race (see
+    /// `EndpointPool::send`).
+    pub keepalive_retries: u8,
+}
 
 /// The upstream connections a snapshot sends through; cloned into the next snapshot
 /// when the connect timeout is unchanged, so pooled connections survive reloads.
@@ -53,7 +78,7 @@ pub struct Clients {
     /// Plain HTTP/1.1 endpoint pools by authority, held by the snapshots' targets: the
     /// last snapshot using an endpoint drops its pool, which closes its idle
     /// connections. Looked up only when a snapshot is built, never per request.
-    pools: Arc<Mutex<HashMap<Authority, Weak<EndpointPool>>>>,
+    pools: Arc<Mutex<HashMap<PoolKey, Weak<EndpointPool>>>>,
     /// Same for plain HTTP/2 endpoints.
     h2: Arc<Mutex<HashMap<Authority, Weak<H2Endpoint>>>>,
 }
@@ -66,6 +91,9 @@ pub struct Upstream {
     /// Only for `https://` HTTP/1.1 endpoints.
     client: Option<HttpClient>,
     protocol: Protocol,
+    /// Passive health: see [`Health`].
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
 }
 
 /// One endpoint, ready to be put in a URI.
@@ -75,6 +103,26 @@ pub struct Target {
     pub authority: Authority,
     /// How requests reach this endpoint.
     via: Via,
+    health: Arc<Health>,
+}
+
+/// Passive health of one endpoint, from the requests that go to it (nginx
+/// `max_fails`/`fail_timeout`, Envoy's outlier detection): after `max_fails`
+/// consecutive connect failures or resets the endpoint is left out of the rotation for
+/// `fail_timeout`; then it is tried again, and one more failure ejects it again.
+/// Atomics only; the request path never locks.
+#[derive(Debug, Default)]
+struct Health {
+    consecutive_failures: AtomicU32,
+    /// Milliseconds since [`clock_origin`]; 0 when in rotation.
+    ejected_until: AtomicU64,
+}
+
+/// What a reported outcome did to an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthChange {
+    Ejected,
+    Restored,
 }
 
 /// The connection (pool) a target's requests go through.
@@ -106,14 +154,15 @@ impl Clients {
     }
 
     /// The pool of a plain HTTP/1.1 endpoint, shared with the snapshots still alive.
-    fn pool(&self, authority: &Authority) -> Arc<EndpointPool> {
+    fn pool(&self, authority: &Authority, idle_timeout: Duration) -> Arc<EndpointPool> {
+        let key = (authority.clone(), idle_timeout);
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         pools.retain(|_, pool| pool.strong_count() > 0);
-        if let Some(pool) = pools.get(authority).and_then(Weak::upgrade) {
+        if let Some(pool) = pools.get(&key).and_then(Weak::upgrade) {
             return pool;
         }
-        let pool = EndpointPool::new(authority, self.connect_timeout);
-        pools.insert(authority.clone(), Arc::downgrade(&pool));
+        let pool = EndpointPool::new(authority, self.connect_timeout, idle_timeout);
+        pools.insert(key, Arc::downgrade(&pool));
         pool
     }
 
@@ -139,7 +188,13 @@ impl Upstream {
                 .endpoints
                 .iter()
                 .any(|e| e.scheme == crate::config::Scheme::Https);
-        let client = https_h1.then(|| client(clients.connect_timeout, config.tls.as_ref()));
+        let client = https_h1.then(|| {
+            client(
+                clients.connect_timeout,
+                config.idle_timeout,
+                config.tls.as_ref(),
+            )
+        });
         let targets = config.endpoints.iter().map(|endpoint| {
             let scheme = match endpoint.scheme {
                 crate::config::Scheme::Http => Scheme::HTTP,
@@ -148,7 +203,9 @@ impl Upstream {
             let authority = endpoint.authority.clone();
             let https = scheme == Scheme::HTTPS;
             let via = match config.protocol {
-                Protocol::Http1 if !https => Via::Pool(clients.pool(&authority)),
+                Protocol::Http1 if !https => {
+                    Via::Pool(clients.pool(&authority, config.idle_timeout))
+                }
                 Protocol::Http1 => Via::Client,
                 Protocol::Http2 if !https => Via::H2(clients.h2(&authority)),
                 Protocol::Http2 => Via::H2(H2Endpoint::new(
@@ -161,6 +218,7 @@ impl Upstream {
                 scheme,
                 authority,
                 via,
+                health: Arc::default(),
             }
         });
         Upstream {
@@ -168,6 +226,8 @@ impl Upstream {
             next: AtomicUsize::new(0),
             client,
             protocol: config.protocol,
+            max_fails: config.max_fails,
+            fail_timeout: config.fail_timeout,
         }
     }
 
@@ -175,13 +235,57 @@ impl Upstream {
         self.protocol
     }
 
-    /// The next endpoint, round robin. `None` only if there are no endpoints.
-    pub fn pick(&self) -> Option<&Target> {
-        if self.targets.is_empty() {
+    /// The next endpoint in rotation, round robin, skipping ejected ones (when every
+    /// endpoint is ejected, the next one regardless: better a likely failure than a
+    /// certain one). `None` only if there are no endpoints.
+    pub fn pick(&self, now: Instant) -> Option<&Target> {
+        let len = self.targets.len();
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        if len > 1 {
+            let now_ms = millis_since_origin(now);
+            for i in 0..len {
+                let target = &self.targets[(n + i) % len];
+                if target.health.ejected_until.load(Ordering::Relaxed) <= now_ms {
+                    return Some(target);
+                }
+            }
+        }
+        self.targets.get(n % len.max(1))
+    }
+
+    /// How many endpoints this side has.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Reports an attempt's outcome to `target`'s passive health: `failed` for a
+    /// connect failure or a reset, else `false`. Returns the change it caused, which
+    /// the caller counts and logs.
+    pub fn report(&self, target: &Target, failed: bool, now: Instant) -> Option<HealthChange> {
+        let health = &target.health;
+        if !failed {
+            health.consecutive_failures.store(0, Ordering::Relaxed);
+            let was = health.ejected_until.swap(0, Ordering::Relaxed);
+            return (was != 0).then_some(HealthChange::Restored);
+        }
+        if self.targets.len() < 2 || self.max_fails == 0 {
+            return None; // nowhere else to send its requests, or ejection is off
+        }
+        let failures = health.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < self.max_fails {
             return None;
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        self.targets.get(n % self.targets.len())
+        // Back in rotation after the ejection, one more failure is enough.
+        health
+            .consecutive_failures
+            .store(self.max_fails - 1, Ordering::Relaxed);
+        let until = millis_since_origin(now + self.fail_timeout).max(1);
+        health.ejected_until.store(until, Ordering::Relaxed);
+        Some(HealthChange::Ejected)
     }
 
     /// Sends `req` (its URI made by `target.uri`) to `target`; `now` is the request's
@@ -190,19 +294,25 @@ impl Upstream {
     pub async fn send(
         &self,
         target: &Target,
-        req: Request<Incoming>,
-        now: tokio::time::Instant,
-    ) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
+        req: Request<RequestBody>,
+        now: Instant,
+    ) -> Result<Sent, Failed> {
+        let sent = |response| Sent {
+            response,
+            lease: None,
+            keepalive_retries: 0,
+        };
         match &target.via {
             Via::Pool(pool) => pool.send(req, now).await,
-            Via::H2(conn) => conn.send(req).await.map(|response| (response, None)),
+            Via::H2(conn) => conn.send(req).await.map(sent),
             Via::Client => {
-                let client = self.client.as_ref().ok_or_else(|| {
-                    ProxyError::Internal("https upstream without a client".into())
-                })?;
+                let Some(client) = self.client.as_ref() else {
+                    let error = ProxyError::Internal("https upstream without a client".into());
+                    return Err(Failed::unsent(error, req));
+                };
                 match client.request(req).await {
-                    Ok(response) => Ok((response, None)),
-                    Err(err) => Err(ProxyError::from_client(err)),
+                    Ok(response) => Ok(sent(response)),
+                    Err(err) => Err(Failed::sent(ProxyError::from_client(err))),
                 }
             }
         }
@@ -211,7 +321,11 @@ impl Upstream {
 
 /// A pooled HTTP/1.1 client for `https://` endpoints: TCP_NODELAY, connect timeout,
 /// and the upstream's TLS settings (webpki roots when it has none).
-fn client(connect_timeout: Duration, tls: Option<&UpstreamTls>) -> HttpClient {
+fn client(
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    tls: Option<&UpstreamTls>,
+) -> HttpClient {
     let mut tcp = HttpConnector::new();
     tcp.set_nodelay(true);
     tcp.set_connect_timeout(Some(connect_timeout));
@@ -240,10 +354,35 @@ fn client(connect_timeout: Duration, tls: Option<&UpstreamTls>) -> HttpClient {
     let mut client = Client::builder(TokioExecutor::new());
     client
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_idle_timeout(idle_timeout)
         // The proxy sets Host itself (the client's authority).
         .set_host(false);
     client.build(connector)
+}
+
+/// Milliseconds from a process-wide origin, for instants kept in atomics.
+fn millis_since_origin(now: Instant) -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(|| now);
+    now.saturating_duration_since(origin).as_millis() as u64 + 1
+}
+
+// === impl Failed ===
+
+impl Failed {
+    pub fn sent(error: ProxyError) -> Failed {
+        Failed {
+            error,
+            unsent: None,
+        }
+    }
+
+    pub fn unsent(error: ProxyError, req: Request<RequestBody>) -> Failed {
+        Failed {
+            error,
+            unsent: Some(req),
+        }
+    }
 }
 
 // === impl Target ===

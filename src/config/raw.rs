@@ -104,6 +104,18 @@ pub(super) struct RawRoute {
     pub(super) cohort: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) budget: Option<Spanned<RawBudget>>,
     pub(super) rollout: Option<Spanned<RawRollout>>,
+    pub(super) shield: Option<Spanned<RawShield>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawShield {
+    pub(super) statuses: Option<Spanned<Vec<Spanned<StatusEntry>>>>,
+    pub(super) methods: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) max_body_bytes: Option<Spanned<i64>>,
+    pub(super) budget_ratio: Option<Spanned<Number>>,
+    pub(super) min_retries_per_second: Option<Spanned<i64>>,
+    pub(super) per_try_timeout: Option<Spanned<String>>,
 }
 
 /// `stable = { ... }`.
@@ -112,6 +124,9 @@ pub(super) struct RawRoute {
 pub(super) struct RawStable {
     pub(super) endpoints: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) protocol: Option<Spanned<String>>,
+    pub(super) idle_timeout: Option<Spanned<String>>,
+    pub(super) max_fails: Option<Spanned<i64>>,
+    pub(super) fail_timeout: Option<Spanned<String>>,
     /// CA bundle that verifies `https://` endpoints (default: the webpki roots).
     pub(super) ca_file: Option<Spanned<String>>,
     /// SNI and verified name for `https://` endpoints (default: the endpoint host).
@@ -127,6 +142,9 @@ pub(super) struct RawStable {
 pub(super) struct RawCanary {
     pub(super) endpoints: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) protocol: Option<Spanned<String>>,
+    pub(super) idle_timeout: Option<Spanned<String>>,
+    pub(super) max_fails: Option<Spanned<i64>>,
+    pub(super) fail_timeout: Option<Spanned<String>>,
     pub(super) version: Option<Spanned<String>>,
     /// CA bundle that verifies `https://` endpoints (default: the webpki roots).
     pub(super) ca_file: Option<Spanned<String>>,

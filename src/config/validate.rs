@@ -23,6 +23,7 @@ use super::{
 
 mod fields;
 mod route;
+mod shield;
 mod syntax;
 #[cfg(test)]
 mod tests;

@@ -4,26 +4,26 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use http::header::{
     Entry, HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT,
     FORWARDED, HOST, TE, TRANSFER_ENCODING, UPGRADE,
 };
 use http::request::Parts;
-use http::uri::Authority;
 use http::{Extensions, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::config::Protocol;
 use crate::error::ProxyError;
+use crate::proxy::attempt::{self, Exchange};
 use crate::proxy::body::{grpc_failed, Meter, ProxyBody};
 use crate::proxy::rescue::rescue;
 use crate::rollout::Outcome;
-use crate::routing::{Route, Snapshot};
-use crate::telemetry::{Class, ErrorKind};
-use crate::upstream::Target;
+use crate::routing::{Reason, Route, Shield, Side, Snapshot};
+use crate::telemetry::{Class, ErrorKind, RetryReason};
+use crate::upstream::{Failed, RequestBody};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -77,27 +77,28 @@ pub async fn proxy(
 ) -> Response<ProxyBody> {
     let request_id = request_id(req.headers());
     let downstream_h1 = req.version() < Version::HTTP_2;
-    let result = match check_head(&req, snapshot.server().max_header_bytes) {
-        Err(err) => Err((err, None)),
+    let (route, result) = match check_head(&req, snapshot.server().max_header_bytes) {
+        Err(err) => (None, Err(err)),
         Ok(host) => match snapshot.find(host, req.uri().path()) {
-            None => Err((ProxyError::NoRoute, None)),
-            Some(route) => forward(&snapshot, route, conn, req, &request_id)
-                .await
-                .map_err(|err| (err, Some(&*route.name))),
+            None => (None, Err(ProxyError::NoRoute)),
+            Some(route) => (
+                Some(route),
+                forward(&snapshot, route, conn, req, &request_id).await,
+            ),
         },
     };
-    match result {
+    let response = match result {
         Ok(mut response) => {
             response.headers_mut().insert(X_REQUEST_ID, request_id);
             response
         }
-        Err((err, route)) => {
+        Err(err) => {
             let close = downstream_h1
                 && matches!(
                     err,
                     ProxyError::BadRequest(_) | ProxyError::HeadTooLarge { .. }
                 );
-            let mut response = rescue(&err, route, &request_id);
+            let mut response = rescue(&err, route.map(|r| &*r.name), &request_id);
             if close {
                 // The connection's framing cannot be trusted after a malformed head.
                 response
@@ -106,7 +107,12 @@ pub async fn proxy(
             }
             response
         }
+    };
+    if let Some(route) = route {
+        // What the client received, proxy-made answers included (SPEC §11).
+        route.path.response(Class::of(response.status()));
     }
+    response
 }
 
 async fn forward(
@@ -116,9 +122,8 @@ async fn forward(
     req: Request<Incoming>,
     request_id: &HeaderValue,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let (side, _reason) = route.decide(req.headers(), conn.peer.ip());
-    let upstream = route.upstream(side);
-    let target = upstream.pick().ok_or(ProxyError::NoEndpoint)?;
+    let (side, reason) = route.decide(req.headers(), conn.peer.ip());
+    tracing::trace!(route = %route.name, side = side.as_str(), ?reason, "side chosen");
 
     let (mut parts, body) = req.into_parts();
     let downstream_version = parts.version;
@@ -128,59 +133,48 @@ async fn forward(
     } else {
         None
     };
-    set_host(&mut parts, route, target)?;
+    authority_to_host(&mut parts)?;
     strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
     append_forwarded(&mut parts.headers, conn);
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
-    parts.uri = match upstream.protocol() {
-        Protocol::Http1 => target.uri(parts.uri.path_and_query(), &target.authority),
-        Protocol::Http2 => {
-            // The authority travels as :authority only (RFC 9113 §8.3.1); a separate
-            // `host` would be a second, possibly conflicting, copy.
-            let host = parts.headers.remove(HOST);
-            let authority = host
-                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-                .unwrap_or_else(|| target.authority.clone());
-            target.uri(parts.uri.path_and_query(), &authority)
-        }
-    }
-    .map_err(|e| ProxyError::Internal(e.into()))?;
-    parts.version = match upstream.protocol() {
-        Protocol::Http1 => Version::HTTP_11,
-        Protocol::Http2 => Version::HTTP_2,
-    };
     parts.extensions = Extensions::new();
 
     let request_timeout = snapshot.server().request_timeout;
     let start = tokio::time::Instant::now();
-    let sent = tokio::time::timeout(
-        request_timeout,
-        upstream.send(target, Request::from_parts(parts, body), start),
-    )
-    .await;
-    let (mut response, lease) = match sent {
-        Err(_elapsed) => Err(ProxyError::Timeout(request_timeout)),
-        Ok(result) => result,
+    let deadline = start + request_timeout;
+    // The shield covers canary requests the split chose (not an explicit override:
+    // whoever forces the canary wants to see it), never an upgrade.
+    let shield = route.shield.as_ref().filter(|_| {
+        side == Side::Canary && reason != Reason::Override && downstream_upgrade.is_none()
+    });
+    if let Some(shield) = &route.shield {
+        shield.budget.deposit(start);
     }
-    .inspect_err(|err| {
-        // Failures without a response count against the side's budget, except the
-        // client's own (it aborted its request body).
-        let kind = match err {
-            ProxyError::Connect(_) | ProxyError::ConnectTimeout(_) => ErrorKind::Connect,
-            ProxyError::Timeout(_) => ErrorKind::Timeout,
-            ProxyError::Reset(_) => ErrorKind::Reset,
-            ProxyError::Protocol(_) => ErrorKind::Protocol,
-            _ => return,
-        };
-        let now = tokio::time::Instant::now();
-        let outcome = Outcome {
-            class: Class::Error,
-            error: Some(kind),
-            latency: now.saturating_duration_since(start),
-        };
-        route.runtime.record(side, outcome, now);
-    })?;
-    let latency = start.elapsed();
+    let grpc = is_grpc(&parts.headers);
+    let retry_on_stable = shield.filter(|s| !grpc && s.config.methods.contains(&parts.method));
+    let body = match retry_on_stable {
+        Some(shield) => RequestBody::buffered(body, shield.config.max_body_bytes)
+            .await
+            .map_err(|e| ProxyError::ClientAborted(e.into()))?,
+        None => RequestBody::streaming(body),
+    };
+    // What stable gets if the canary attempt fails after sending: a copy, taken only
+    // when the shield may need it (an eligible method and a body held whole).
+    let spare = retry_on_stable.and_then(|_| body.try_clone().map(|b| (copy_head(&parts), b)));
+    let per_try = shield
+        .and_then(|s| s.config.per_try_timeout)
+        .map_or(request_timeout, |t| t.min(request_timeout));
+
+    let first = attempt::send(route, side, parts, body, start, start + per_try, per_try).await;
+    let (side, exchange) = match shield {
+        None => (side, first.map_err(|f| f.error)?),
+        Some(shield) => shielded(route, shield, first, spare, deadline, request_timeout).await?,
+    };
+    let Exchange {
+        mut response,
+        lease,
+        latency,
+    } = exchange;
     let status = response.status();
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -209,30 +203,128 @@ async fn forward(
     // §6.2): an HTTP/1.0 upstream must not make an HTTP/1.1 client's connection close.
     parts.version = response_version(downstream_version);
     strip_hop_by_hop(&mut parts.headers, false);
-    let grpc = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+    let meter = meter(route, side, status, &parts.headers, latency);
+    Ok(Response::from_parts(
+        parts,
+        ProxyBody::upstream(body, Some(meter), lease),
+    ))
+}
+
+/// The shield (SPEC §11): a failed canary attempt is sent once more, to stable, when
+/// the request allows it and the retry budget has room; the client gets stable's
+/// answer. The canary's failure has been recorded in its judgement already (by the
+/// attempt, or here for a failing status), exactly as without the shield.
+async fn shielded(
+    route: &Route,
+    shield: &Shield,
+    first: Result<Exchange, Failed>,
+    spare: Option<(Parts, RequestBody)>,
+    deadline: tokio::time::Instant,
+    request_timeout: Duration,
+) -> Result<(Side, Exchange), ProxyError> {
+    // What the client gets if stable is not tried, and what stable would be sent.
+    let (fallback, retry) = match first {
+        Ok(exchange) => {
+            let status = exchange.response.status();
+            match spare {
+                Some(spare) if shield.config.statuses.iter().any(|m| m.matches(status)) => {
+                    (Ok(exchange), spare)
+                }
+                _ => return Ok((Side::Canary, exchange)),
+            }
+        }
+        Err(failed) => match (failed.unsent, spare) {
+            // Never sent (no canary endpoint could be reached): safe for any request.
+            (Some(unsent), _) => (Err(failed.error), unsent.into_parts()),
+            // Sent and then failed: only with a copy (an eligible method, a body held).
+            (None, Some(spare)) => (Err(failed.error), spare),
+            (None, None) => return Err(failed.error),
+        },
+    };
+    let now = tokio::time::Instant::now();
+    let give_up = |fallback: Result<Exchange, ProxyError>| fallback.map(|e| (Side::Canary, e));
+    if now >= deadline {
+        return give_up(fallback);
+    }
+    if !shield.budget.withdraw(now) {
+        route.path.retry_budget_exhausted.increment(1);
+        return give_up(fallback);
+    }
+    if let Ok(canary) = fallback {
+        // The canary's failing answer is not forwarded: settle its outcome now, as
+        // its body would have at its end.
+        let (parts, _body) = canary.response.into_parts();
+        drop(meter(
+            route,
+            Side::Canary,
+            parts.status,
+            &parts.headers,
+            canary.latency,
+        ));
+    }
+    route.path.retry(Side::Stable, RetryReason::Shield);
+    let (parts, body) = retry;
+    let stable = attempt::send(
+        route,
+        Side::Stable,
+        parts,
+        body,
+        now,
+        deadline,
+        request_timeout,
+    )
+    .await
+    .map_err(|failed| failed.error)?;
+    let status = stable.response.status();
+    if !shield.config.statuses.iter().any(|m| m.matches(status)) {
+        route.path.shielded.increment(1);
+    }
+    tracing::debug!(route = %route.name, %status, "canary attempt failed; answered by stable");
+    Ok((Side::Stable, stable))
+}
+
+/// The meter that records an exchange's outcome when its body ends: the class, and
+/// an error when the status is in `error_statuses` or a gRPC head says so.
+fn meter(
+    route: &Route,
+    side: Side,
+    status: StatusCode,
+    headers: &HeaderMap,
+    latency: Duration,
+) -> Meter {
+    let grpc = is_grpc(headers);
     let error = if route.error_statuses.iter().any(|m| m.matches(status)) {
         Some(ErrorKind::Status)
-    } else if grpc && grpc_failed(&parts.headers) {
+    } else if grpc && grpc_failed(headers) {
         // A trailers-only gRPC response carries its status in the head.
         Some(ErrorKind::Grpc)
     } else {
         None
     };
-    let meter = Meter::new(
+    Meter::new(
         Arc::clone(&route.runtime),
         side,
         Class::of(status),
         error,
         latency,
         grpc,
-    );
-    Ok(Response::from_parts(
-        parts,
-        ProxyBody::upstream(body, Some(meter), lease),
-    ))
+    )
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The request head without its extensions, for a second attempt.
+fn copy_head(parts: &Parts) -> Parts {
+    let mut copy = Request::new(());
+    *copy.method_mut() = parts.method.clone();
+    *copy.uri_mut() = parts.uri.clone();
+    *copy.version_mut() = parts.version;
+    *copy.headers_mut() = parts.headers.clone();
+    copy.into_parts().0
 }
 
 /// Splices an upgraded (e.g. WebSocket) connection to the upstream's until either
@@ -335,47 +427,25 @@ fn is_valid_authority(value: &[u8]) -> bool {
     port_ok && is_reg_name(host)
 }
 
-/// RFC 3986 §3.2.2 `reg-name`: unreserved, sub-delims and `%XX` escapes (which also
-/// covers IPv4 addresses).
+/// RFC 3986 §3.2.2 `reg-name` (which also covers IPv4 addresses): unreserved and
+/// sub-delims. Percent-encoding, which the RFC also allows there, is refused, as the
+/// `http` crate refuses it: no DNS name needs it, and an authority that would not
+/// parse as a URI authority could not be sent to an HTTP/2 upstream.
 fn is_reg_name(host: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(&b) = host.get(i) {
-        if b == b'%' {
-            let escape = host.get(i + 1..i + 3);
-            if !escape.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
-                return false;
-            }
-            i += 3;
-        } else if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) {
-            i += 1;
-        } else {
-            return false;
-        }
-    }
-    true
+    host.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b))
 }
 
-/// Makes `Host` the authority the route was chosen by, so that what the client asked
-/// for is what the upstream gets:
-/// - a request target with an authority (absolute form, or HTTP/2 `:authority`) wins
-///   over any `Host` (RFC 9112 §3.2.2, RFC 9113 §8.3.1);
-/// - a request with neither (HTTP/1.0 without `Host`, or an empty one) gets the
-///   route's `host`, else the endpoint's address: the upstream request always carries
-///   one (RFC 9112 §3.2).
-fn set_host(parts: &mut Parts, route: &Route, target: &Target) -> Result<(), ProxyError> {
+/// Makes `Host` the authority the route was chosen by: a request target with an
+/// authority (absolute form, or HTTP/2 `:authority`) wins over any `Host` (RFC 9112
+/// §3.2.2, RFC 9113 §8.3.1). A request with neither gets one per attempt (see
+/// `attempt::retarget`).
+fn authority_to_host(parts: &mut Parts) -> Result<(), ProxyError> {
     if let Some(authority) = parts.uri.authority() {
         let value = HeaderValue::from_str(authority.as_str())
             .map_err(|_| ProxyError::BadRequest("invalid authority in the request target"))?;
         parts.headers.insert(HOST, value);
-        return Ok(());
     }
-    if parts.headers.get(HOST).is_some_and(|h| !h.is_empty()) {
-        return Ok(());
-    }
-    let fallback = route.host.as_ref().unwrap_or(&target.authority);
-    let value =
-        HeaderValue::from_str(fallback.as_str()).map_err(|e| ProxyError::Internal(e.into()))?;
-    parts.headers.insert(HOST, value);
     Ok(())
 }
 
@@ -614,11 +684,11 @@ mod tests {
             "[::1]:443",
             "[fe80::1%25eth0]:80",
             "x!$&'()*+,;=y",
-            "%41b",
         ] {
             assert!(is_valid_authority(valid.as_bytes()), "{valid:?}");
         }
         for invalid in [
+            "%41b",
             "a b",
             "a/b",
             "a b@c/d",
@@ -651,7 +721,7 @@ mod tests {
         #[test]
         fn a_valid_authority_always_parses(s in "[a-zA-Z0-9.:\\[\\]@/ %_~-]{1,24}") {
             if is_valid_authority(s.as_bytes()) {
-                proptest::prop_assert!(Authority::try_from(s.as_str()).is_ok(), "{}", s);
+                proptest::prop_assert!(http::uri::Authority::try_from(s.as_str()).is_ok(), "{}", s);
             }
         }
     }

@@ -29,6 +29,16 @@ pub enum Side {
     Canary,
 }
 
+impl Side {
+    /// `stable` or `canary`, as in metric labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Stable => "stable",
+            Side::Canary => "canary",
+        }
+    }
+}
+
 /// `H(salt, key) mod 10 000`.
 pub fn bucket(salt: &[u8], key: &[u8]) -> u16 {
     let len = salt.len() + 1 + key.len();

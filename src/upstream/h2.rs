@@ -26,10 +26,11 @@ use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 use super::pool::connect_tcp;
+use super::{Failed, RequestBody};
 use crate::config::UpstreamTls;
 use crate::error::ProxyError;
 
-type Sender = http2::SendRequest<Incoming>;
+type Sender = http2::SendRequest<RequestBody>;
 
 /// The HTTP/2 connection to one endpoint.
 #[derive(Debug)]
@@ -98,21 +99,30 @@ impl H2Endpoint {
     }
 
     /// Sends `req` (absolute URI: scheme, the client's authority, path) as one stream.
-    pub async fn send(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
-        let mut tx = self.sender().await?;
-        match tx.try_send_request(req).await {
-            Ok(response) => return Ok(response),
-            Err(mut err) => match err.take_message() {
-                // The connection was going away before our stream was opened.
-                Some(unsent) => {
-                    self.forget(&tx);
-                    req = unsent;
-                }
-                None => return Err(ProxyError::from_hyper(err.into_error())),
-            },
+    /// A connection that cannot be made hands the request back (`Failed::unsent`).
+    pub async fn send(&self, mut req: Request<RequestBody>) -> Result<Response<Incoming>, Failed> {
+        for _ in 0..2 {
+            let mut tx = match self.sender().await {
+                Ok(tx) => tx,
+                Err(error) => return Err(Failed::unsent(error, req)),
+            };
+            match tx.try_send_request(req).await {
+                Ok(response) => return Ok(response),
+                Err(mut err) => match err.take_message() {
+                    // The connection was going away before our stream was opened:
+                    // once more on a new one.
+                    Some(unsent) => {
+                        self.forget(&tx);
+                        req = unsent;
+                    }
+                    None => return Err(Failed::sent(ProxyError::from_hyper(err.into_error()))),
+                },
+            }
         }
-        let mut tx = self.sender().await?;
-        tx.send_request(req).await.map_err(ProxyError::from_hyper)
+        Err(Failed::unsent(
+            ProxyError::Reset(format!("{}: HTTP/2 connection kept closing", self.addr).into()),
+            req,
+        ))
     }
 
     /// The live connection, or a new one.
@@ -192,7 +202,7 @@ impl H2Endpoint {
     }
 }
 
-fn spawn_conn<T>(conn: http2::Connection<TokioIo<T>, Incoming, TokioExecutor>)
+fn spawn_conn<T>(conn: http2::Connection<TokioIo<T>, RequestBody, TokioExecutor>)
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {

@@ -28,14 +28,12 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::{Failed, RequestBody, Sent};
 use crate::error::ProxyError;
 
 /// Idle connections kept per endpoint (nginx's `keepalive` directive); one more is
 /// closed when it would be pooled.
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
-
-/// An idle connection older than this is closed instead of used.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// TCP keepalive probes on upstream connections start after this much silence.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -46,12 +44,15 @@ pub struct EndpointPool {
     /// `host:port`, as given to `TcpStream::connect`.
     addr: String,
     connect_timeout: Duration,
+    /// An idle connection older than this is closed instead of used: below the
+    /// upstream's own keep-alive timeout, so we drop it before the upstream does.
+    idle_timeout: Duration,
     idle: ArrayQueue<Idle>,
 }
 
 #[derive(Debug)]
 struct Idle {
-    tx: http1::SendRequest<Incoming>,
+    tx: http1::SendRequest<RequestBody>,
     since: Instant,
 }
 
@@ -59,14 +60,18 @@ struct Idle {
 /// when this is dropped (with the downstream body) and the connection is idle again.
 #[derive(Debug)]
 pub struct Lease {
-    tx: Option<http1::SendRequest<Incoming>>,
+    tx: Option<http1::SendRequest<RequestBody>>,
     pool: Arc<EndpointPool>,
 }
 
 // === impl EndpointPool ===
 
 impl EndpointPool {
-    pub fn new(authority: &Authority, connect_timeout: Duration) -> Arc<EndpointPool> {
+    pub fn new(
+        authority: &Authority,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Arc<EndpointPool> {
         let addr = match authority.port_u16() {
             Some(_) => authority.as_str().to_owned(),
             None => format!("{authority}:80"),
@@ -74,6 +79,7 @@ impl EndpointPool {
         Arc::new(EndpointPool {
             addr,
             connect_timeout,
+            idle_timeout,
             idle: ArrayQueue::new(MAX_IDLE_PER_ENDPOINT),
         })
     }
@@ -81,27 +87,67 @@ impl EndpointPool {
     /// Sends `req` (origin-form URI, Host set) on an idle connection, or on a new one
     /// when none is left. `now` is the request's start (the caller has read the clock
     /// already). The `Lease`, if any, must live as long as the response body.
+    ///
+    /// The keep-alive race (RFC 9112 §9.3.1): an idle connection can be closed by the
+    /// upstream just as we reuse it. A request it hands back unsent goes on the next
+    /// connection. One it took and then closed or reset on, before any response, is
+    /// sent once more on a *fresh* connection when that is safe: the method is
+    /// idempotent (RFC 9110 §9.2.2) and the body can be sent again (empty or held
+    /// whole). `Sent::keepalive_retries` says it happened; it is no error of the
+    /// upstream's.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         now: Instant,
-    ) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
+    ) -> Result<Sent, Failed> {
         while let Some(Idle { mut tx, since }) = self.idle.pop() {
-            if !tx.is_ready() || now.saturating_duration_since(since) > IDLE_TIMEOUT {
+            if !tx.is_ready() || now.saturating_duration_since(since) > self.idle_timeout {
                 continue; // closed by the upstream, or stale: dropping it closes it
             }
+            let replay = replayable(&req);
             match tx.try_send_request(req).await {
-                Ok(response) => return Ok(self.settle(tx, response, now)),
+                Ok(response) => return Ok(self.settle(tx, response, now, 0)),
                 Err(mut err) => match err.take_message() {
                     // The connection went away before the request was written.
                     Some(unsent) => req = unsent,
-                    None => return Err(ProxyError::from_hyper(err.into_error())),
+                    None => {
+                        let err = err.into_error();
+                        match replay {
+                            Some(again) if lost_before_response(&err) => {
+                                tracing::debug!(endpoint = %self.addr, error = %err, "keep-alive race: the upstream closed a reused connection; retrying on a new one");
+                                return self.send_fresh(again, now, 1).await;
+                            }
+                            _ => return Err(Failed::sent(ProxyError::from_hyper(err))),
+                        }
+                    }
                 },
             }
         }
-        let mut tx = self.connect().await?;
-        let response = tx.send_request(req).await.map_err(ProxyError::from_hyper)?;
-        Ok(self.settle(tx, response, now))
+        self.send_fresh(req, now, 0).await
+    }
+
+    /// Sends `req` on a new connection. A connection that cannot be made hands the
+    /// request back (`Failed::unsent`): nothing was sent, so it may go elsewhere.
+    async fn send_fresh(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+        now: Instant,
+        keepalive_retries: u8,
+    ) -> Result<Sent, Failed> {
+        let mut tx = match self.connect().await {
+            Ok(tx) => tx,
+            Err(error) => return Err(Failed::unsent(error, req)),
+        };
+        match tx.try_send_request(req).await {
+            Ok(response) => Ok(self.settle(tx, response, now, keepalive_retries)),
+            Err(mut err) => match err.take_message() {
+                Some(unsent) => Err(Failed::unsent(
+                    ProxyError::from_hyper(err.into_error()),
+                    unsent,
+                )),
+                None => Err(Failed::sent(ProxyError::from_hyper(err.into_error()))),
+            },
+        }
     }
 
     /// Pools the connection now if its response is already complete (the body came in
@@ -110,32 +156,37 @@ impl EndpointPool {
     /// only errs towards closing it sooner.
     fn settle(
         self: &Arc<Self>,
-        tx: http1::SendRequest<Incoming>,
+        tx: http1::SendRequest<RequestBody>,
         response: Response<Incoming>,
         now: Instant,
-    ) -> (Response<Incoming>, Option<Lease>) {
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        keepalive_retries: u8,
+    ) -> Sent {
+        let lease = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the upgraded stream.
-            return (response, None);
-        }
-        if tx.is_ready() {
+            None
+        } else if tx.is_ready() {
             self.put(tx, now);
-            return (response, None);
-        }
-        let lease = Lease {
-            tx: Some(tx),
-            pool: Arc::clone(self),
+            None
+        } else {
+            Some(Lease {
+                tx: Some(tx),
+                pool: Arc::clone(self),
+            })
         };
-        (response, Some(lease))
+        Sent {
+            response,
+            lease,
+            keepalive_retries,
+        }
     }
 
-    fn put(&self, tx: http1::SendRequest<Incoming>, since: Instant) {
+    fn put(&self, tx: http1::SendRequest<RequestBody>, since: Instant) {
         let idle = Idle { tx, since };
         // A full pool drops (closes) the extra connection.
         drop(self.idle.push(idle));
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<Incoming>, ProxyError> {
+    async fn connect(&self) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
         let stream = connect_tcp(&self.addr, self.connect_timeout).await?;
         let (tx, conn) = http1::Builder::new()
             // One write(2) of head and body, as on the downstream side.
@@ -174,6 +225,47 @@ pub(super) async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStre
         .set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE))
         .map_err(|e| ProxyError::Connect(e.into()))?;
     Ok(stream)
+}
+
+/// A copy of `req` to send again after the keep-alive race, when that is safe: an
+/// idempotent method (RFC 9110 §9.2.2) and a body that can be sent again.
+fn replayable(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+    if !req.method().is_idempotent() {
+        return None;
+    }
+    let body = req.body().try_clone()?;
+    let mut copy = Request::new(body);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// Whether a reused connection failed the way the keep-alive race does: closed or
+/// reset before any response arrived (not a parse error, a timeout or the client's
+/// body failing).
+fn lost_before_response(err: &hyper::Error) -> bool {
+    if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
+        return true;
+    }
+    if err.is_parse() || err.is_user() || err.is_timeout() {
+        return false;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 // === impl Lease ===

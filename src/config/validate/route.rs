@@ -13,6 +13,17 @@ use crate::config::{
     StickySource, UpstreamConfig, UpstreamTls, Weight,
 };
 
+/// The keys of a `stable` / `canary` table (`canary.version` aside).
+#[derive(Debug, Clone, Copy)]
+struct UpstreamKeys<'a> {
+    endpoints: Option<&'a Spanned<Vec<Spanned<String>>>>,
+    protocol: Option<&'a Spanned<String>>,
+    idle_timeout: Option<&'a Spanned<String>>,
+    max_fails: Option<&'a Spanned<i64>>,
+    fail_timeout: Option<&'a Spanned<String>>,
+    tls: TlsKeys<'a>,
+}
+
 /// The TLS keys of a `stable` / `canary` table.
 #[derive(Debug, Clone, Copy)]
 struct TlsKeys<'a> {
@@ -23,6 +34,12 @@ struct TlsKeys<'a> {
 }
 
 const DEFAULT_PATH_PREFIX: &str = "/";
+/// Below the 5 s keep-alive timeout of Node.js and many others.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// nginx's `max_fails` is 1 and Envoy's consecutive gateway failures 5.
+const DEFAULT_MAX_FAILS: u32 = 3;
+/// nginx's `fail_timeout`.
+const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 const DEFAULT_MIN_REQUESTS: u32 = 50;
 const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;
@@ -62,13 +79,18 @@ impl Ctx<'_> {
             Some(stable) => {
                 let up = stable.get_ref();
                 self.upstream(
-                    up.endpoints.as_ref(),
-                    up.protocol.as_ref(),
-                    TlsKeys {
-                        ca_file: up.ca_file.as_ref(),
-                        server_name: up.server_name.as_ref(),
-                        client_cert: up.client_cert.as_ref(),
-                        client_key: up.client_key.as_ref(),
+                    UpstreamKeys {
+                        endpoints: up.endpoints.as_ref(),
+                        protocol: up.protocol.as_ref(),
+                        idle_timeout: up.idle_timeout.as_ref(),
+                        max_fails: up.max_fails.as_ref(),
+                        fail_timeout: up.fail_timeout.as_ref(),
+                        tls: TlsKeys {
+                            ca_file: up.ca_file.as_ref(),
+                            server_name: up.server_name.as_ref(),
+                            client_cert: up.client_cert.as_ref(),
+                            client_key: up.client_key.as_ref(),
+                        },
                     },
                     stable.span(),
                     &format!("{at}.stable"),
@@ -84,13 +106,18 @@ impl Ctx<'_> {
                 let up = canary.get_ref();
                 let at = format!("{at}.canary");
                 let upstream = self.upstream(
-                    up.endpoints.as_ref(),
-                    up.protocol.as_ref(),
-                    TlsKeys {
-                        ca_file: up.ca_file.as_ref(),
-                        server_name: up.server_name.as_ref(),
-                        client_cert: up.client_cert.as_ref(),
-                        client_key: up.client_key.as_ref(),
+                    UpstreamKeys {
+                        endpoints: up.endpoints.as_ref(),
+                        protocol: up.protocol.as_ref(),
+                        idle_timeout: up.idle_timeout.as_ref(),
+                        max_fails: up.max_fails.as_ref(),
+                        fail_timeout: up.fail_timeout.as_ref(),
+                        tls: TlsKeys {
+                            ca_file: up.ca_file.as_ref(),
+                            server_name: up.server_name.as_ref(),
+                            client_cert: up.client_cert.as_ref(),
+                            client_key: up.client_key.as_ref(),
+                        },
                     },
                     canary.span(),
                     &at,
@@ -131,6 +158,12 @@ impl Ctx<'_> {
             Some(rollout) => self.rollout(rollout, &format!("{at}.rollout")).map(Some),
             None => Some(None),
         };
+        let shield = match &route.shield {
+            Some(shield) => self
+                .shield(shield.get_ref(), &format!("{at}.shield"))
+                .map(Some),
+            None => Some(None),
+        };
 
         let name = name?;
         Some(RouteConfig {
@@ -147,26 +180,60 @@ impl Ctx<'_> {
             cohort: cohort?,
             budget: budget?,
             rollout: rollout?,
+            shield: shield?,
         })
     }
 
     /// `stable` or `canary` (at `key`), whose table starts at `table`.
     fn upstream(
         &mut self,
-        endpoints: Option<&Spanned<Vec<Spanned<String>>>>,
-        protocol: Option<&Spanned<String>>,
-        tls: TlsKeys<'_>,
+        keys: UpstreamKeys<'_>,
         table: Range<usize>,
         key: &str,
     ) -> Option<UpstreamConfig> {
+        let UpstreamKeys {
+            endpoints,
+            protocol,
+            idle_timeout,
+            max_fails,
+            fail_timeout,
+            tls,
+        } = keys;
         let endpoints = self.endpoints(endpoints, table.clone(), &format!("{key}.endpoints"))?;
         let protocol = self.protocol(protocol, &format!("{key}.protocol"));
         let https = endpoints.iter().any(|e| e.scheme == Scheme::Https);
         let tls = self.upstream_tls(tls, https, table, key);
+        let idle_timeout = self.duration_or(
+            idle_timeout,
+            &format!("{key}.idle_timeout"),
+            DEFAULT_IDLE_TIMEOUT,
+        );
+        let fail_timeout = self.duration_or(
+            fail_timeout,
+            &format!("{key}.fail_timeout"),
+            DEFAULT_FAIL_TIMEOUT,
+        );
+        let max_fails = match max_fails {
+            Some(value) => {
+                let n = u32::try_from(*value.get_ref()).ok().filter(|n| *n <= 1000);
+                if n.is_none() {
+                    let message = format!(
+                        "must be between 0 (never eject) and 1000, got {}",
+                        value.get_ref()
+                    );
+                    self.error(value.span(), &format!("{key}.max_fails"), message);
+                }
+                n
+            }
+            None => Some(DEFAULT_MAX_FAILS),
+        };
         Some(UpstreamConfig {
             endpoints,
             protocol: protocol?,
             tls: tls?,
+            idle_timeout: idle_timeout?,
+            max_fails: max_fails?,
+            fail_timeout: fail_timeout?,
         })
     }
 
