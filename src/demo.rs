@@ -41,7 +41,10 @@ pub struct Summary {
     pub users_exposed: usize,
     pub rolled_back: bool,
     pub rollback_reason: Option<String>,
+    /// Failing answers the canary gave (its own count).
     pub failed_canary_before_rollback: u64,
+    /// Failing answers clients received: with the shield, stable answered the rest.
+    pub users_saw_failure: u64,
     pub canary_requests_after_rollback: u64,
     pub time_to_rollback: Option<Duration>,
 }
@@ -67,7 +70,8 @@ const ROUTE: &str = "shop";
 struct Tally {
     stable: AtomicU64,
     canary: AtomicU64,
-    canary_failed: AtomicU64,
+    /// Server errors clients received.
+    users_failed: AtomicU64,
     canary_after_rollback: AtomicU64,
     exposed: Mutex<HashSet<u64>>,
 }
@@ -95,8 +99,8 @@ pub async fn run(options: DemoOptions) -> std::io::Result<Summary> {
     };
 
     let failing = Arc::new(AtomicBool::new(false));
-    let stable = backend("stable v1", None).await?;
-    let canary = backend("canary v2-demo", Some(Arc::clone(&failing))).await?;
+    let (stable, _) = backend("stable v1", None).await?;
+    let (canary, canary_failures) = backend("canary v2-demo", Some(Arc::clone(&failing))).await?;
     let state = tempfile_dir()?;
     let token_file = state.join("admin-token");
     std::fs::write(&token_file, "demo-token\n")?;
@@ -120,6 +124,9 @@ min_requests = 20
 [route.rollout]
 steps = [25, 50, 100]
 step_interval = "{step}"
+[route.shield]
+statuses = ["5xx"]
+min_retries_per_second = 50
 "#,
         token = token_file.display(),
         step = timing.step_interval,
@@ -205,11 +212,11 @@ step_interval = "{step}"
                         .is_some_and(|v| v.as_bytes().starts_with(b"canary"));
                     let failed = response.status().is_server_error();
                     let _ = response.into_body().collect().await;
+                    if failed {
+                        tally.users_failed.fetch_add(1, Ordering::Relaxed);
+                    }
                     if canary {
                         tally.canary.fetch_add(1, Ordering::Relaxed);
-                        if failed {
-                            tally.canary_failed.fetch_add(1, Ordering::Relaxed);
-                        }
                         if rolled_back {
                             tally.canary_after_rollback.fetch_add(1, Ordering::Relaxed);
                         }
@@ -373,7 +380,8 @@ step_interval = "{step}"
             .len(),
         rolled_back: runtime.is_rolled_back(),
         rollback_reason: rollback.map(|e| e.reason),
-        failed_canary_before_rollback: tally.canary_failed.load(Ordering::Relaxed),
+        failed_canary_before_rollback: canary_failures.load(Ordering::Relaxed),
+        users_saw_failure: tally.users_failed.load(Ordering::Relaxed),
         canary_requests_after_rollback: tally.canary_after_rollback.load(Ordering::Relaxed),
         time_to_rollback: match (failing_since, rolled_back_at) {
             (Some(fail), Some(back)) => Some(back.saturating_duration_since(fail)),
@@ -408,8 +416,8 @@ fn print_summary(s: &Summary) {
         (Some(reason), Some(time)) => {
             println!("  rolled back                           yes ({reason})");
             println!(
-                "  failed canary requests before it      {}",
-                s.failed_canary_before_rollback
+                "  failed canary requests: {} — users who saw one: {} (the shield sent the rest to stable)",
+                s.failed_canary_before_rollback, s.users_saw_failure
             );
             println!(
                 "  time from first failure to rollback   {:.0} ms",
@@ -427,22 +435,29 @@ fn print_summary(s: &Summary) {
 }
 
 /// A backend: answers `body`, or 500 for 2 in 5 requests while `failing` is set.
+/// Returns its address and how many failing answers it has given.
 async fn backend(
     body: &'static str,
     failing: Option<Arc<AtomicBool>>,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<(SocketAddr, Arc<AtomicU64>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let counter = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let failed = Arc::clone(&failures);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let failing = failing.clone();
             let counter = Arc::clone(&counter);
+            let failed = Arc::clone(&failed);
             tokio::spawn(async move {
                 let service = service_fn(move |_req: Request<Incoming>| {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
                     let fail =
                         failing.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) && n % 5 < 2;
+                    if fail {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
                     async move {
                         let mut response =
                             Response::new(Full::new(Bytes::from_static(body.as_bytes())));
@@ -461,7 +476,7 @@ async fn backend(
             });
         }
     });
-    Ok(addr)
+    Ok((addr, failures))
 }
 
 /// A private temporary directory for the demo's token file.

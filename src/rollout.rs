@@ -103,6 +103,8 @@ pub struct RouteRuntime {
     errors_test: sequential::Test,
     latency_test: sequential::Test,
     armed_requests: AtomicU64,
+    /// What clients received, beside what the upstreams did (SPEC §11).
+    users: UserCounts,
     /// `enforce = false`: a would-be rollback has been reported and not yet cleared.
     observed_failing: AtomicBool,
     machine: Mutex<Machine>,
@@ -123,6 +125,22 @@ pub struct RouteStatus {
     pub canary_version: Option<String>,
     pub window: WindowStatus,
     pub verdict: VerdictStatus,
+    /// Failed canary attempts whose clients got stable's answer (`[route.shield]`),
+    /// since this canary's runtime began.
+    pub shielded: u64,
+    /// Responses clients received (proxy-made ones included) and the share that were
+    /// errors, since this canary's runtime began: what users saw, beside the canary's
+    /// own error rate in `window`. `null` before the first response.
+    pub responses: u64,
+    pub user_error_rate: Option<f64>,
+}
+
+/// Cumulative counts of what clients received on a route.
+#[derive(Debug, Default)]
+struct UserCounts {
+    responses: AtomicU64,
+    errors: AtomicU64,
+    shielded: AtomicU64,
 }
 
 /// The budget's current verdict and the evidence behind it.
@@ -234,6 +252,7 @@ impl RouteRuntime {
             errors_test: sequential::Test::default(),
             latency_test: sequential::Test::default(),
             armed_requests: AtomicU64::new(0),
+            users: UserCounts::default(),
             observed_failing: AtomicBool::new(false),
             meters: shared.telemetry.route_meters(&route.name),
             machine: Mutex::new(machine),
@@ -525,7 +544,28 @@ impl RouteRuntime {
                 canary: side(Side::Canary),
             },
             verdict: self.verdict_status(now),
+            shielded: self.users.shielded.load(Ordering::Relaxed),
+            responses: self.users.responses.load(Ordering::Relaxed),
+            user_error_rate: {
+                let responses = self.users.responses.load(Ordering::Relaxed);
+                let errors = self.users.errors.load(Ordering::Relaxed);
+                (responses > 0).then(|| errors as f64 / responses as f64)
+            },
         }
+    }
+
+    /// Hot path: one response as its client received it; `error` when it is one
+    /// (an error status, or a proxy-made 5xx).
+    pub fn record_response(&self, error: bool) {
+        self.users.responses.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.users.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A failed canary attempt whose client got stable's answer.
+    pub fn record_shielded(&self) {
+        self.users.shielded.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The budget's verdict now. Threshold mode: failing on a breach, healthy once the

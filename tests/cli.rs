@@ -362,12 +362,22 @@ fn demo_runs_to_completion_and_reports_a_rollback() {
         stdout.contains("canary requests after rollback        0"),
         "{stdout}"
     );
-    let failed: u64 = stdout
+    // "failed canary requests: N — users who saw one: M (…)"
+    let (failed, saw): (u64, u64) = stdout
         .lines()
-        .find_map(|l| l.trim().strip_prefix("failed canary requests before it"))
-        .and_then(|rest| rest.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no failed-request count in:\n{stdout}"));
+        .find_map(|l| {
+            let rest = l.trim().strip_prefix("failed canary requests: ")?;
+            let (failed, rest) = rest.split_once(" — users who saw one: ")?;
+            let saw = rest.split_whitespace().next()?;
+            Some((failed.parse().ok()?, saw.parse().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no failed-request counts in:\n{stdout}"));
     assert!((1..200).contains(&failed), "{failed}");
+    assert!(saw <= failed, "{saw} > {failed}");
+    assert!(
+        saw < failed.max(2),
+        "the shield answered most of them: {saw} of {failed}"
+    );
     assert!(
         stdout.contains("-- step: canary weight 25 % → 50 %"),
         "{stdout}"

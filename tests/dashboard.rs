@@ -41,7 +41,7 @@ async fn dashboard_shows_routes_weights_and_the_rollback() {
     let canary = MockUpstream::start("canary").await;
     canary.fail_every(1);
     let proxy = TestProxy::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{}[route.budget]\nmin_requests = 5\n{}",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{}[route.budget]\nmin_requests = 5\n[route.shield]\nstatuses = [\"5xx\"]\nmin_retries_per_second = 100\n{}",
         route_toml("shop", stable.addr, canary.addr, 50.0, "sticky = [\"header:x-user-id\"]"),
         route_toml("search", stable.addr, stable.addr, 12.5, "path_prefix = \"/search\"")
     ))
@@ -102,6 +102,17 @@ async fn dashboard_shows_routes_weights_and_the_rollback() {
     assert!(html.contains("(sequential)"), "{html}");
     assert!(
         html.contains("canary requests; stable error rate"),
+        "{html}"
+    );
+
+    // What users saw beside what the canary did: every failure shielded.
+    let shielded = format!(
+        r#"<strong data-field="shielded">{}</strong>"#,
+        canary.requests()
+    );
+    assert!(html.contains(&shielded), "{shielded} in {html}");
+    assert!(
+        html.contains(r#"<strong data-field="user-error-rate">0.00%</strong>"#),
         "{html}"
     );
 

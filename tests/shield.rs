@@ -161,10 +161,19 @@ async fn a_failing_canary_costs_users_nothing_and_is_rolled_back_as_fast() {
                 "route=\"r\",class=\"2xx\"",
             ))
             .await;
+        let status = proxy.route_status("r").await;
+        assert_eq!(status["responses"], 1000);
+        assert_eq!(status["shielded"].as_f64().unwrap(), shielded);
         if shield.is_empty() {
             assert_eq!(ok_from_stable, 1000 - canary.requests());
             assert_eq!(shielded, 0.0);
+            let rate = status["user_error_rate"].as_f64().unwrap();
+            assert!(
+                (rate - canary.requests() as f64 / 1000.0).abs() < 1e-9,
+                "{status}"
+            );
         } else {
+            assert_eq!(status["user_error_rate"], 0.0, "{status}");
             assert_eq!(ok_from_stable, 1000, "every user got stable's 200");
             assert_eq!(shielded, canary.requests() as f64);
             assert_eq!(seen_2xx, 1000.0);
@@ -410,4 +419,42 @@ async fn a_hanging_canary_is_cut_at_the_per_try_timeout() {
     assert!(took < Duration::from_millis(1500), "{took:?}");
     let timeouts = series(ERRORS, "route=\"r\",upstream=\"canary\",kind=\"timeout\"");
     assert_eq!(proxy.metric(&timeouts).await, 1.0);
+}
+
+/// gRPC has no idempotency flag: a call that never left (no connection to the canary)
+/// is shielded; one that may have reached the application is not, even with a status
+/// the shield would otherwise retry.
+#[tokio::test]
+async fn grpc_is_shielded_only_when_nothing_was_sent() {
+    let stable = MockUpstream::start("stable").await;
+    let canary = MockUpstream::start("canary").await;
+    let dead = refused_addr().await;
+    let h2_route = |canary: SocketAddr| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[route]]\nname = \"r\"\nstable = {{ endpoints = [\"{}\"], protocol = \"h2\" }}\ncanary = {{ endpoints = [\"{canary}\"], protocol = \"h2\" }}\ncanary_weight = 100\n[route.shield]\nstatuses = [\"5xx\"]\nmethods = [\"GET\", \"POST\"]\n",
+            stable.addr
+        )
+    };
+    let call = |proxy: &TestProxy, path: &str| {
+        let req = Request::post(proxy.url(path))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(full(&b"\0\0\0\0\0"[..]))
+            .unwrap();
+        h2_client().request(req)
+    };
+
+    let proxy = TestProxy::start(&h2_route(dead)).await;
+    let response = call(&proxy, "/grpc/0").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-served-by"], "stable");
+    let shielded = series("canary_proxy_shielded_total", "route=\"r\"");
+    assert_eq!(proxy.metric(&shielded).await, 1.0);
+
+    let proxy = TestProxy::start(&h2_route(canary.addr)).await;
+    let response = call(&proxy, "/status/503").await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["x-served-by"], "canary", "not retried");
+    assert_eq!(proxy.metric(&shielded).await, 0.0);
+    assert_eq!(stable.requests(), 1);
 }

@@ -110,7 +110,11 @@ pub async fn proxy(
     };
     if let Some(route) = route {
         // What the client received, proxy-made answers included (SPEC §11).
-        route.path.response(Class::of(response.status()));
+        let status = response.status();
+        route.path.response(Class::of(status));
+        let error =
+            status.is_server_error() || route.error_statuses.iter().any(|m| m.matches(status));
+        route.runtime.record_response(error);
     }
     response
 }
@@ -278,6 +282,7 @@ async fn shielded(
     let status = stable.response.status();
     if !shield.config.statuses.iter().any(|m| m.matches(status)) {
         route.path.shielded.increment(1);
+        route.runtime.record_shielded();
     }
     tracing::debug!(route = %route.name, %status, "canary attempt failed; answered by stable");
     Ok((Side::Stable, stable))

@@ -10,6 +10,7 @@ use crate::config::{Protocol, Scheme, StatusMatch, StickySource, Weight};
 /// One file per area, so each stays short; helpers below are shared.
 mod route;
 mod server;
+mod shield;
 
 /// A valid route, to append to server-level snippets.
 const ROUTE: &str = r#"
