@@ -304,13 +304,15 @@ impl Upstream {
         };
         match &target.via {
             Via::Pool(pool) => pool.send(req, now).await,
-            Via::H2(conn) => conn.send(req).await.map(sent),
+            // The HTTP/2 and https futures are boxed so the common path's (the pool's)
+            // stays small: every request moves it.
+            Via::H2(conn) => Box::pin(conn.send(req)).await.map(sent),
             Via::Client => {
                 let Some(client) = self.client.as_ref() else {
                     let error = ProxyError::Internal("https upstream without a client".into());
                     return Err(Failed::unsent(error, req));
                 };
-                match client.request(req).await {
+                match Box::pin(client.request(req)).await {
                     Ok(response) => Ok(sent(response)),
                     Err(err) => Err(Failed::sent(ProxyError::from_client(err))),
                 }

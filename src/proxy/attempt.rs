@@ -150,31 +150,32 @@ fn retarget(
     upstream: &Upstream,
     target: &Target,
 ) -> Result<(), ProxyError> {
-    let host = req.headers().get(HOST).filter(|h| !h.is_empty());
-    let has_host = host.is_some();
-    let authority = match host {
-        Some(host) => Authority::try_from(host.as_bytes())
-            .map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
-        None => match req.uri().authority() {
-            Some(authority) => authority.clone(),
-            None => route
-                .host
-                .clone()
-                .unwrap_or_else(|| target.authority.clone()),
-        },
+    let has_host = req.headers().get(HOST).is_some_and(|h| !h.is_empty());
+    // Without a Host: an earlier attempt's HTTP/2 URI, else the route's, else the
+    // endpoint's. Only parsed when it is needed (no Host, or an HTTP/2 upstream).
+    let fallback = |req: &Request<RequestBody>| match req.uri().authority() {
+        Some(authority) => authority.clone(),
+        None => route
+            .host
+            .clone()
+            .unwrap_or_else(|| target.authority.clone()),
     };
     let pq = req.uri().path_and_query().cloned();
     let (uri, version) = match upstream.protocol() {
         Protocol::Http1 => {
             if !has_host {
-                let value = HeaderValue::from_str(authority.as_str())
+                let value = HeaderValue::from_str(fallback(req).as_str())
                     .map_err(|e| ProxyError::Internal(e.into()))?;
                 req.headers_mut().insert(HOST, value);
             }
             (target.uri(pq.as_ref(), &target.authority), Version::HTTP_11)
         }
         Protocol::Http2 => {
-            req.headers_mut().remove(HOST);
+            let authority = match req.headers_mut().remove(HOST).filter(|h| !h.is_empty()) {
+                Some(host) => Authority::try_from(host.as_bytes())
+                    .map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
+                None => fallback(req),
+            };
             (target.uri(pq.as_ref(), &authority), Version::HTTP_2)
         }
     };

@@ -154,10 +154,12 @@ async fn forward(
     if let Some(shield) = &route.shield {
         shield.budget.deposit(start);
     }
-    let grpc = is_grpc(&parts.headers);
-    let retry_on_stable = shield.filter(|s| !grpc && s.config.methods.contains(&parts.method));
+    // gRPC has no idempotency flag: a call is retried only if it never left.
+    let retry_on_stable =
+        shield.filter(|s| s.config.methods.contains(&parts.method) && !is_grpc(&parts.headers));
     let body = match retry_on_stable {
-        Some(shield) => RequestBody::buffered(body, shield.config.max_body_bytes)
+        // Boxed: the common path's future does not carry the buffering state.
+        Some(shield) => Box::pin(RequestBody::buffered(body, shield.config.max_body_bytes))
             .await
             .map_err(|e| ProxyError::ClientAborted(e.into()))?,
         None => RequestBody::streaming(body),
@@ -172,7 +174,18 @@ async fn forward(
     let first = attempt::send(route, side, parts, body, start, start + per_try, per_try).await;
     let (side, exchange) = match shield {
         None => (side, first.map_err(|f| f.error)?),
-        Some(shield) => shielded(route, shield, first, spare, deadline, request_timeout).await?,
+        // Boxed for the same reason.
+        Some(shield) => {
+            Box::pin(shielded(
+                route,
+                shield,
+                first,
+                spare,
+                deadline,
+                request_timeout,
+            ))
+            .await?
+        }
     };
     let Exchange {
         mut response,
@@ -437,9 +450,20 @@ fn is_valid_authority(value: &[u8]) -> bool {
 /// `http` crate refuses it: no DNS name needs it, and an authority that would not
 /// parse as a URI authority could not be sent to an HTTP/2 upstream.
 fn is_reg_name(host: &[u8]) -> bool {
-    host.iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b))
+    host.iter().all(|&b| REG_NAME[b as usize])
 }
+
+/// The bytes `is_reg_name` allows, as a table: one load per byte on the request path.
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let allowed = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=";
+    let mut i = 0;
+    while i < allowed.len() {
+        table[allowed[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// Makes `Host` the authority the route was chosen by: a request target with an
 /// authority (absolute form, or HTTP/2 `:authority`) wins over any `Host` (RFC 9112

@@ -35,6 +35,16 @@ use crate::error::ProxyError;
 /// closed when it would be pooled.
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
+/// A reused connection idle at least this long may meet the upstream's idle timeout as
+/// we send on it (the keep-alive race), so a copy of the request is kept to send again.
+/// Servers close idle connections after seconds (gunicorn 2 s, Node.js and Apache 5 s,
+/// nginx 75 s), so one reused sooner was not closed for idleness; under load every
+/// connection is reused within a few milliseconds, and copying the head for each
+/// request (~1 000 instructions, two allocations) would buy nothing. What it leaves:
+/// an upstream that shuts down under load and drops a request it had just read from a
+/// busy connection; that request fails as before (502, charged to its side).
+const REPLAY_AFTER_IDLE: Duration = Duration::from_millis(250);
+
 /// TCP keepalive probes on upstream connections start after this much silence.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -104,7 +114,13 @@ impl EndpointPool {
             if !tx.is_ready() || now.saturating_duration_since(since) > self.idle_timeout {
                 continue; // closed by the upstream, or stale: dropping it closes it
             }
-            let replay = replayable(&req);
+            // A copy to send again, kept only for a connection idle long enough to meet
+            // an idle timeout (see REPLAY_AFTER_IDLE).
+            let replay = if now.saturating_duration_since(since) >= REPLAY_AFTER_IDLE {
+                replayable(&req).map(Box::new)
+            } else {
+                None
+            };
             match tx.try_send_request(req).await {
                 Ok(response) => return Ok(self.settle(tx, response, now, 0)),
                 Err(mut err) => match err.take_message() {
@@ -115,7 +131,8 @@ impl EndpointPool {
                         match replay {
                             Some(again) if lost_before_response(&err) => {
                                 tracing::debug!(endpoint = %self.addr, error = %err, "keep-alive race: the upstream closed a reused connection; retrying on a new one");
-                                return self.send_fresh(again, now, 1).await;
+                                // Boxed: the common path's future stays small.
+                                return Box::pin(self.send_fresh(*again, now, 1)).await;
                             }
                             _ => return Err(Failed::sent(ProxyError::from_hyper(err))),
                         }
