@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::events::Events;
 use crate::rollout::machine::Command;
+use crate::rollout::Operator;
 use crate::routing::Snapshot;
 use crate::telemetry::Telemetry;
 
@@ -76,7 +77,7 @@ pub async fn serve(
         let admin = Arc::clone(&admin);
         let service = service_fn(move |req| {
             let admin = Arc::clone(&admin);
-            async move { Ok::<_, Infallible>(handle(&admin, req)) }
+            async move { Ok::<_, Infallible>(handle(&admin, req).await) }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -96,8 +97,9 @@ pub async fn serve(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), graceful.shutdown()).await;
 }
 
-fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
-    let path = req.uri().path();
+async fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
+    let path = req.uri().path().to_owned();
+    let path = path.as_str();
     let method = req.method();
     match path {
         "/metrics" => only_get(method, || {
@@ -138,14 +140,26 @@ fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
             with_type(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD)
         }),
         _ => match path.strip_prefix("/api/v1/routes/") {
-            Some(rest) => route_command(admin, &req, rest),
+            Some(rest) => route_command(admin, req, rest).await,
             None => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         },
     }
 }
 
-/// `POST /api/v1/routes/{name}/{action}`.
-fn route_command(admin: &Admin, req: &Request<Incoming>, rest: &str) -> AdminResponse {
+/// Largest command body (`{"reason": "…"}`) read.
+const MAX_COMMAND_BODY: usize = 4096;
+
+/// The optional body of a command.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandBody {
+    /// Why, in the operator's words: the event's reason and the route's status.
+    reason: Option<String>,
+}
+
+/// `POST /api/v1/routes/{name}/{action}`, with an optional JSON body
+/// `{"reason": "…"}`.
+async fn route_command(admin: &Admin, req: Request<Incoming>, rest: &str) -> AdminResponse {
     let Some((name, action)) = rest.split_once('/') else {
         return error(
             StatusCode::NOT_FOUND,
@@ -165,34 +179,82 @@ fn route_command(admin: &Admin, req: &Request<Incoming>, rest: &str) -> AdminRes
             .insert(ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let snapshot = admin.snapshots.load();
-    if let Some(refusal) = refuse(&snapshot, req) {
-        return refusal;
+    let snapshot = admin.snapshots.load_full();
+    let actor = match authorise(&snapshot, &req) {
+        Ok(actor) => actor,
+        Err(refusal) => return *refusal,
+    };
+    if snapshot.route(name).is_none() {
+        return error(StatusCode::NOT_FOUND, &format!("no route named {name:?}"));
     }
+    let body = match read_command_body(req).await {
+        Ok(body) => body,
+        Err(refusal) => return *refusal,
+    };
+    let operator = Operator {
+        name: actor,
+        reason: body.reason.filter(|r| !r.trim().is_empty()),
+    };
+    // The route as it is now (a reload may have swapped the snapshot meanwhile).
+    let snapshot = admin.snapshots.load();
     let Some(route) = snapshot.route(name) else {
         return error(StatusCode::NOT_FOUND, &format!("no route named {name:?}"));
     };
-    match route.runtime.command(command, Instant::now()) {
+    match route.runtime.command_by(command, &operator, Instant::now()) {
         Ok(status) => json_response(StatusCode::OK, &status),
         Err(conflict) => error(StatusCode::CONFLICT, &conflict.to_string()),
     }
 }
 
-/// Bearer token check; `Some` is the refusal: 403 when mutations are off, 401 without
-/// a token, 403 with a wrong one. The comparison takes the same time wherever the
-/// tokens differ.
-fn refuse(snapshot: &Snapshot, req: &Request<Incoming>) -> Option<AdminResponse> {
-    let Some(expected) = snapshot
+/// Reads a command's optional JSON body, bounded; a malformed one is a 400.
+async fn read_command_body(req: Request<Incoming>) -> Result<CommandBody, Box<AdminResponse>> {
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_COMMAND_BODY);
+    let collected = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        http_body_util::BodyExt::collect(limited),
+    )
+    .await;
+    let bytes = match collected {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => {
+            let message =
+                format!("body too large or unreadable (at most {MAX_COMMAND_BODY} bytes)");
+            return Err(Box::new(error(StatusCode::BAD_REQUEST, &message)));
+        }
+        Err(_elapsed) => {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "body not received within 5s",
+            )))
+        }
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(CommandBody::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|err| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("body must be JSON like {{\"reason\": \"…\"}}: {err}"),
+        ))
+    })
+}
+
+/// Bearer token check: the name of the token presented, or the refusal: 403 when
+/// mutations are off, 401 without a token, 403 with a wrong one. Every token is
+/// compared, each in constant time, so the timing says nothing about which is close.
+fn authorise(snapshot: &Snapshot, req: &Request<Incoming>) -> Result<String, Box<AdminResponse>> {
+    let tokens = snapshot
         .config
         .admin
         .as_ref()
-        .and_then(|a| a.token.as_deref())
-    else {
-        return Some(error(
+        .map(|a| a.named_tokens())
+        .unwrap_or_default();
+    if tokens.is_empty() {
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "mutating endpoints are disabled: set [admin] token_file to enable them",
-        ));
-    };
+        )));
+    }
     let presented = req
         .headers()
         .get(AUTHORIZATION)
@@ -206,13 +268,16 @@ fn refuse(snapshot: &Snapshot, req: &Request<Incoming>) -> Option<AdminResponse>
         response
             .headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return Some(response);
+        return Err(Box::new(response));
     };
-    if bool::from(presented.trim().as_bytes().ct_eq(expected.as_bytes())) {
-        None
-    } else {
-        Some(error(StatusCode::FORBIDDEN, "invalid token"))
+    let presented = presented.trim().as_bytes();
+    let mut matched = None;
+    for (name, token) in tokens {
+        if bool::from(presented.ct_eq(token.as_bytes())) && matched.is_none() {
+            matched = Some(name.to_string());
+        }
     }
+    matched.ok_or_else(|| Box::new(error(StatusCode::FORBIDDEN, "invalid token")))
 }
 
 /// The token of `Authorization: Bearer TOKEN`. The scheme is case-insensitive and

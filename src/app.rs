@@ -55,7 +55,11 @@ impl App {
             config.notify.as_ref().map(|n| Arc::new(n.webhook.clone())),
         ));
         let notifier = crate::notify::spawn(Arc::clone(&webhook));
-        let events = Arc::new(Events::new(Some(notifier)));
+        let mut events = Events::new(Some(notifier));
+        if let Some(state) = &config.state {
+            events = events.persist_in(&state.dir);
+        }
+        let events = Arc::new(events);
         let telemetry = Telemetry::new();
         telemetry.last_reload_success.set(unix_now());
         let (shared, trips) = Shared::new(events, telemetry);

@@ -339,6 +339,35 @@ impl Config {
     }
 }
 
+// === impl AdminConfig ===
+
+impl AdminConfig {
+    /// The tokens in `token_file`, by name: a file holding one bare token names it
+    /// `admin`; otherwise each non-empty line that is not a `#` comment is
+    /// `NAME:TOKEN`, and the name goes into the events of the commands it authorises.
+    pub fn named_tokens(&self) -> Vec<(&str, &str)> {
+        let Some(text) = self.token.as_deref() else {
+            return Vec::new();
+        };
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        if let [only] = lines[..] {
+            if !only.contains(':') {
+                return vec![("admin", only)];
+            }
+        }
+        lines
+            .into_iter()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, token)| (name.trim(), token.trim()))
+            .filter(|(name, token)| !name.is_empty() && !token.is_empty())
+            .collect()
+    }
+}
+
 // === impl ServerTls ===
 
 impl fmt::Debug for ServerTls {

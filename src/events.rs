@@ -1,7 +1,15 @@
 //! Decision events: logged, kept in a bounded in-memory list for `/api/v1/events`, and
 //! handed to the webhook notifier. Recording never blocks and never waits on the network.
+//!
+//! With `[state] dir` the list also survives a restart: each event is appended to
+//! `dir/events.jsonl` (one JSON object per line), read back at start, and the file is
+//! rewritten with the newest [`EVENT_CAPACITY`] events once it holds twice as many.
+//! Every event names the `instance` (host name) that recorded it.
 
 use std::collections::VecDeque;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -27,11 +35,35 @@ pub struct Event {
     pub details: Map<String, Value>,
 }
 
+/// Every kind of event, as persisted and read back.
+pub const KINDS: [&str; 9] = [
+    "rollback",
+    "would_rollback",
+    "step",
+    "promote",
+    "pause",
+    "resume",
+    "reload",
+    "reload_failed",
+    "startup",
+];
+
 /// The event log of one proxy.
 #[derive(Debug)]
 pub struct Events {
     recent: Mutex<VecDeque<Event>>,
     notify: Option<mpsc::UnboundedSender<Event>>,
+    /// Added to every event: who recorded it.
+    instance: String,
+    /// `[state] dir`'s event file, when there is one.
+    file: Option<Mutex<EventFile>>,
+}
+
+#[derive(Debug)]
+struct EventFile {
+    path: PathBuf,
+    /// Lines in the file (events appended since the last rewrite included).
+    lines: usize,
 }
 
 // === impl Event ===
@@ -61,10 +93,51 @@ impl Events {
         Events {
             recent: Mutex::new(VecDeque::with_capacity(64)),
             notify,
+            instance: host_name(),
+            file: None,
         }
     }
 
+    /// Keeps the events in `dir/events.jsonl` too, and starts with the newest
+    /// [`EVENT_CAPACITY`] of those already there (lines that do not parse are skipped,
+    /// with a warning). A file that cannot be read or written costs only the history.
+    pub fn persist_in(mut self, dir: &Path) -> Events {
+        let path = dir.join("events.jsonl");
+        let mut lines = 0;
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    lines += 1;
+                    match parse_event(line) {
+                        Some(event) => {
+                            if recent.len() == EVENT_CAPACITY {
+                                recent.pop_front();
+                            }
+                            recent.push_back(event);
+                        }
+                        None => {
+                            tracing::warn!(file = %path.display(), "skipping an unreadable line of the event log")
+                        }
+                    }
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(file = %path.display(), error = %err, "cannot read the event log; starting without history")
+            }
+        }
+        self.file = Some(Mutex::new(EventFile { path, lines }));
+        self
+    }
+
     pub fn record(&self, event: Event) {
+        let mut event = event;
+        if !event.details.contains_key("instance") {
+            event
+                .details
+                .insert("instance".into(), Value::from(self.instance.clone()));
+        }
         let details = Value::Object(event.details.clone());
         tracing::info!(
             kind = event.kind,
@@ -81,7 +154,13 @@ impl Events {
         if recent.len() == EVENT_CAPACITY {
             recent.pop_front();
         }
-        recent.push_back(event);
+        recent.push_back(event.clone());
+        if let Some(file) = &self.file {
+            let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(err) = file.append(&event, &recent) {
+                tracing::warn!(file = %file.path.display(), error = %err, "cannot write the event log");
+            }
+        }
     }
 
     /// Oldest first.
@@ -89,6 +168,69 @@ impl Events {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.iter().cloned().collect()
     }
+}
+
+// === impl EventFile ===
+
+impl EventFile {
+    /// Appends `event`; once the file holds twice the capacity, rewrites it with
+    /// `recent` (temp file + rename, so a crash leaves the old or the new file).
+    fn append(&mut self, event: &Event, recent: &VecDeque<Event>) -> std::io::Result<()> {
+        if self.lines + 1 >= 2 * EVENT_CAPACITY {
+            let tmp = self.path.with_extension("jsonl.tmp");
+            let mut out = fs::File::create(&tmp)?;
+            for event in recent {
+                serde_json::to_writer(&mut out, event)?;
+                out.write_all(b"\n")?;
+            }
+            out.sync_all()?;
+            fs::rename(&tmp, &self.path)?;
+            self.lines = recent.len();
+            return Ok(());
+        }
+        let mut out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        let mut line = serde_json::to_vec(event)?;
+        line.push(b'\n');
+        out.write_all(&line)?;
+        self.lines += 1;
+        Ok(())
+    }
+}
+
+/// An event as persisted; `None` when the line is not one (or of an unknown kind).
+fn parse_event(line: &str) -> Option<Event> {
+    let Value::Object(mut map) = serde_json::from_str(line).ok()? else {
+        return None;
+    };
+    let kind = map.remove("kind")?;
+    let kind = KINDS.into_iter().find(|k| Some(*k) == kind.as_str())?;
+    let time = map.remove("time")?.as_str()?.to_string();
+    let reason = map.remove("reason")?.as_str()?.to_string();
+    let route = map
+        .remove("route")
+        .and_then(|r| r.as_str().map(str::to_string));
+    Some(Event {
+        time,
+        kind,
+        route,
+        reason,
+        details: map,
+    })
+}
+
+/// This machine's host name (the pod name in Kubernetes), or `unknown`.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 #[cfg(test)]
@@ -112,5 +254,44 @@ mod tests {
         assert_eq!(json["route"], "r");
         assert_eq!(json["n"], 0);
         assert!(json["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn events_survive_a_restart_and_the_file_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = Events::new(None).persist_in(dir.path());
+        events.record(
+            Event::new("rollback", Some("shop"), "sequential_error_rate").with("observed", 7.5),
+        );
+        events.record(Event::new("reload", None, "config reloaded"));
+        drop(events);
+
+        let again = Events::new(None).persist_in(dir.path());
+        let list = again.list();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].kind, "rollback");
+        assert_eq!(list[0].route.as_deref(), Some("shop"));
+        assert_eq!(list[0].details["observed"], 7.5);
+        assert!(list[0].details["instance"].is_string());
+
+        // A garbage line is skipped, not fatal.
+        let path = dir.path().join("events.jsonl");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{not json\n");
+        std::fs::write(&path, text).unwrap();
+        let again = Events::new(None).persist_in(dir.path());
+        assert_eq!(again.list().len(), 2);
+
+        for i in 0..3 * EVENT_CAPACITY {
+            again.record(Event::new("step", Some("r"), format!("n{i}")));
+        }
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(lines < 2 * EVENT_CAPACITY, "{lines}");
+        let restored = Events::new(None).persist_in(dir.path()).list();
+        assert_eq!(restored.len(), EVENT_CAPACITY);
+        assert_eq!(
+            restored.last().unwrap().reason,
+            format!("n{}", 3 * EVENT_CAPACITY - 1)
+        );
     }
 }

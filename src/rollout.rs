@@ -105,6 +105,8 @@ pub struct RouteRuntime {
     armed_requests: AtomicU64,
     /// What clients received, beside what the upstreams did (SPEC §11).
     users: UserCounts,
+    /// The last decision as reported: why, since when, by whom and its numbers.
+    decided: Mutex<Option<Decided>>,
     /// `enforce = false`: a would-be rollback has been reported and not yet cleared.
     observed_failing: AtomicBool,
     machine: Mutex<Machine>,
@@ -133,6 +135,31 @@ pub struct RouteStatus {
     /// own error rate in `window`. `null` before the first response.
     pub responses: u64,
     pub user_error_rate: Option<f64>,
+    /// The last decision's reason, time and numbers; restored after a restart from
+    /// `[state] dir`. `null` before the first one.
+    pub reason: Option<String>,
+    pub since: Option<String>,
+    pub decision: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The last decision about a route's canary, as `/api/v1/routes` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Decided {
+    /// The event's reason: the breach (`sequential_error_rate`, …), or the operator's
+    /// words.
+    pub reason: String,
+    /// RFC 3339, UTC: when it was made (and persisted).
+    pub since: String,
+    /// The event itself: `kind`, `actor` for an operator's command, the numbers.
+    pub decision: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Who asked for a command, and why (`POST …/rollback` with `{"reason": "…"}`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Operator {
+    /// The admin token's name (`admin` for a file with one bare token).
+    pub name: String,
+    pub reason: Option<String>,
 }
 
 /// Cumulative counts of what clients received on a route.
@@ -222,9 +249,15 @@ impl RouteRuntime {
     ) -> Arc<RouteRuntime> {
         let identity = identity(route);
         let mut machine = Machine::new(route.canary_weight, route.rollout.clone(), now);
+        let mut restored_decision = None;
         if let Some(dir) = &state_dir {
             match store::load(dir, &route.name) {
                 Ok(Some(saved)) if saved.canary == identity => {
+                    restored_decision = Some(Decided {
+                        reason: saved.reason.clone(),
+                        since: saved.updated.clone(),
+                        decision: saved.decision.clone(),
+                    });
                     if let Some(phase) = Phase::parse(&saved.state) {
                         let weight = Weight::from_basis_points(saved.weight_basis_points)
                             .unwrap_or(Weight::ZERO);
@@ -253,6 +286,7 @@ impl RouteRuntime {
             latency_test: sequential::Test::default(),
             armed_requests: AtomicU64::new(0),
             users: UserCounts::default(),
+            decided: Mutex::new(restored_decision),
             observed_failing: AtomicBool::new(false),
             meters: shared.telemetry.route_meters(&route.name),
             machine: Mutex::new(machine),
@@ -447,7 +481,8 @@ impl RouteRuntime {
             Event::new("would_rollback", Some(&*self.name), breach.kind.as_str()),
             breach,
         )
-        .with("enforce", false);
+        .with("enforce", false)
+        .with("canary_version", self.identity.version.clone());
         self.shared
             .events
             .record(self.with_evidence(event, breach.kind));
@@ -498,6 +533,21 @@ impl RouteRuntime {
 
     /// Admin: an operator's command.
     pub fn command(&self, command: Command, now: Instant) -> Result<RouteStatus, Conflict> {
+        let operator = Operator {
+            name: "admin".into(),
+            reason: None,
+        };
+        self.command_by(command, &operator, now)
+    }
+
+    /// Admin: `operator`'s command; its name and reason go into the event and the
+    /// route's status.
+    pub fn command_by(
+        &self,
+        command: Command,
+        operator: &Operator,
+        now: Instant,
+    ) -> Result<RouteStatus, Conflict> {
         {
             let mut machine = self.lock();
             let was = machine.phase();
@@ -510,7 +560,7 @@ impl RouteRuntime {
                     self.armed_requests.store(0, Ordering::Relaxed);
                     self.observed_failing.store(false, Ordering::Relaxed);
                 }
-                self.apply(&machine, decision, was == Phase::RolledBack);
+                self.apply_by(&machine, decision, was == Phase::RolledBack, Some(operator));
             }
         }
         Ok(self.status(now))
@@ -522,6 +572,11 @@ impl RouteRuntime {
     /// request to stable).
     pub fn status(&self, now: Instant) -> RouteStatus {
         let machine = self.lock();
+        let decided = self
+            .decided
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let window = self.window.load();
         let side = |side| {
             let report = window.report(side, now);
@@ -544,6 +599,9 @@ impl RouteRuntime {
                 canary: side(Side::Canary),
             },
             verdict: self.verdict_status(now),
+            reason: decided.as_ref().map(|d| d.reason.clone()),
+            since: decided.as_ref().map(|d| d.since.clone()),
+            decision: decided.map(|d| d.decision),
             shielded: self.users.shielded.load(Ordering::Relaxed),
             responses: self.users.responses.load(Ordering::Relaxed),
             user_error_rate: {
@@ -645,6 +703,17 @@ impl RouteRuntime {
     /// persist (fsync'd), then the atomics and gauges, then the counters and the event.
     /// `rearmed`: the machine left `RolledBack`, so the latch opens (after the persist).
     fn apply(&self, machine: &Machine, decision: Decision, rearmed: bool) {
+        self.apply_by(machine, decision, rearmed, None);
+    }
+
+    /// `apply` for a decision `operator` asked for (`None`: the proxy's own).
+    fn apply_by(
+        &self,
+        machine: &Machine,
+        decision: Decision,
+        rearmed: bool,
+        operator: Option<&Operator>,
+    ) {
         let route = Some(&*self.name);
         let rollback = match &decision {
             Decision::RolledBack { breach } => {
@@ -664,9 +733,13 @@ impl RouteRuntime {
                 self.with_evidence(event, breach.kind)
             }
             Decision::RolledBack { breach: None } => Event::new("rollback", route, "manual"),
-            Decision::Stepped { from, to } => Event::new("step", route, "step held within budget")
-                .with("from_weight", from.percent())
-                .with("to_weight", to.percent()),
+            Decision::Stepped { from, to } => Event::new(
+                "step",
+                route,
+                "advanced: the previous step held within budget for step_interval",
+            )
+            .with("from_weight", from.percent())
+            .with("to_weight", to.percent()),
             Decision::Promoted { from } => Event::new("promote", route, "promoted")
                 .with("from_weight", from.percent())
                 .with("to_weight", 100.0),
@@ -677,7 +750,24 @@ impl RouteRuntime {
                 Event::new("resume", route, "operator").with("weight", to.percent())
             }
         };
-        self.persist(machine, &event.reason);
+        let mut event = event
+            .with("state", machine.phase().as_str())
+            .with("canary_version", self.identity.version.clone());
+        if let Some(operator) = operator {
+            event = event.with("actor", operator.name.clone());
+            if let Some(reason) = &operator.reason {
+                event.reason = reason.clone();
+            }
+        }
+        let mut decision = event.details.clone();
+        decision.insert("kind".into(), event.kind.into());
+        let decided = Decided {
+            reason: event.reason.clone(),
+            since: event.time.clone(),
+            decision,
+        };
+        self.persist(machine, &decided);
+        *self.decided.lock().unwrap_or_else(|p| p.into_inner()) = Some(decided);
         self.sync(machine);
         if rearmed && machine.phase() != Phase::RolledBack {
             self.rolled_back.store(false, Ordering::Release);
@@ -685,12 +775,10 @@ impl RouteRuntime {
         if let Some(reason) = rollback {
             self.meters.rollback(reason);
         }
-        self.shared
-            .events
-            .record(event.with("state", machine.phase().as_str()));
+        self.shared.events.record(event);
     }
 
-    fn persist(&self, machine: &Machine, reason: &str) {
+    fn persist(&self, machine: &Machine, decided: &Decided) {
         let dir = self
             .state_dir
             .lock()
@@ -705,8 +793,9 @@ impl RouteRuntime {
             weight_basis_points: machine.weight().basis_points(),
             paused_from: machine.paused_from().map(|p| p.as_str().to_string()),
             canary: self.identity.clone(),
-            reason: reason.to_string(),
-            updated: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            reason: decided.reason.clone(),
+            updated: decided.since.clone(),
+            decision: decided.decision.clone(),
         };
         let start = Instant::now();
         match store::save(&dir, &saved) {

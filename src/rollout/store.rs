@@ -22,6 +22,10 @@ pub struct Saved {
     pub canary: Identity,
     pub reason: String,
     pub updated: String,
+    /// The decision's event: its kind, who made it and the numbers behind it (absent in
+    /// files written before it was kept).
+    #[serde(default)]
+    pub decision: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A canary's identity: its version label and endpoints.
@@ -91,6 +95,39 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// Checks that `dir` can hold decisions, the way `save` writes them: creates it
+/// (durably) when absent, writes and fsyncs a probe file, renames it, fsyncs the
+/// directory, then removes the file. Run at start and by `check`, so a directory that
+/// cannot persist (read-only, `/proc/x`, no permission) is refused up front instead of
+/// failing at the first rollback. The error names `dir` and the step that failed.
+pub fn probe(dir: &Path) -> io::Result<()> {
+    let fail = |step: &str, err: io::Error| {
+        io::Error::new(
+            err.kind(),
+            format!("state dir {}: cannot {step}: {err}", dir.display()),
+        )
+    };
+    create_dir_durably(dir).map_err(|err| fail("create it", err))?;
+    // Per process: two processes probing one directory do not trip over each other.
+    let tmp = dir.join(format!(".probe-{}.tmp", std::process::id()));
+    let target = dir.join(format!(".probe-{}", std::process::id()));
+    let written = fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(b"canary-proxy probe\n")?;
+        file.sync_all()
+    });
+    if let Err(err) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(fail("write a file in it", err));
+    }
+    if let Err(err) = fs::rename(&tmp, &target) {
+        let _ = fs::remove_file(&tmp);
+        return Err(fail("rename a file in it", err));
+    }
+    let synced = sync_dir(dir);
+    fs::remove_file(&target).map_err(|err| fail("remove its probe file", err))?;
+    synced.map_err(|err| fail("fsync it", err))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,7 +144,18 @@ mod tests {
             },
             reason: "error_rate".into(),
             updated: "2026-01-01T00:00:00Z".into(),
+            decision: serde_json::Map::new(),
         }
+    }
+
+    #[test]
+    fn a_file_without_the_decision_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r#"{"route":"r","state":"rolled_back","weight_basis_points":0,"canary":{"version":null,"endpoints":[]},"reason":"manual","updated":"2026-01-01T00:00:00Z"}"#;
+        fs::write(path(dir.path(), "r"), old).unwrap();
+        let saved = load(dir.path(), "r").unwrap().unwrap();
+        assert_eq!(saved.reason, "manual");
+        assert!(saved.decision.is_empty());
     }
 
     #[test]
@@ -135,5 +183,29 @@ mod tests {
         fs::write(path(dir.path(), "r"), b"{not json").unwrap();
         let err = load(dir.path(), "r").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn probe_creates_the_dir_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("a/b");
+        probe(&state).unwrap();
+        assert!(state.is_dir());
+        assert_eq!(fs::read_dir(&state).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn probe_names_a_dir_that_cannot_be_created() {
+        let dir = tempfile::tempdir().unwrap();
+        // A regular file where a parent directory should be.
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        let err = probe(&file.join("state")).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(&file.join("state").display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("cannot create it"), "{message}");
     }
 }
