@@ -103,6 +103,10 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
     let method = req.method();
     match path {
         "/metrics" => only_get(method, || {
+            let now = Instant::now();
+            for route in &admin.snapshots.load().routes {
+                route.runtime.export_verdict(now);
+            }
             with_type(
                 StatusCode::OK,
                 METRICS_CONTENT_TYPE,

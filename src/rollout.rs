@@ -684,6 +684,18 @@ impl RouteRuntime {
         }
     }
 
+    /// Scrape time: the verdict gauges and the sequential evidence, so a dashboard
+    /// shows how close a canary is to either bound.
+    pub fn export_verdict(&self, now: Instant) {
+        let status = self.verdict_status(now);
+        self.meters.set_verdict(
+            status.verdict,
+            status.errors.as_ref().map(|t| t.statistic),
+            status.latency.as_ref().map(|t| t.statistic),
+            status.errors.as_ref().map(|t| (t.upper, t.lower)),
+        );
+    }
+
     /// Makes the hot-path atomics and the gauges agree with the machine. A latch the
     /// machine has not caught up with yet (a trip in flight to the driver) stays set;
     /// only `apply` opens it, when the machine leaves `RolledBack`.

@@ -31,6 +31,9 @@ pub const OPEN_CONNECTIONS: &str = "canary_proxy_open_connections";
 pub const BUILD_INFO: &str = "canary_proxy_build_info";
 pub const WOULD_ROLLBACK_TOTAL: &str = "canary_proxy_would_rollback_total";
 pub const RESPONSES_TOTAL: &str = "canary_proxy_responses_total";
+pub const SEQUENTIAL_EVIDENCE: &str = "canary_proxy_sequential_evidence";
+pub const SEQUENTIAL_EVIDENCE_BOUND: &str = "canary_proxy_sequential_evidence_bound";
+pub const CANARY_VERDICT: &str = "canary_proxy_canary_verdict";
 pub const SHIELDED_TOTAL: &str = "canary_proxy_shielded_total";
 pub const RETRIES_TOTAL: &str = "canary_proxy_retries_total";
 pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "canary_proxy_retry_budget_exhausted_total";
@@ -125,7 +128,14 @@ pub struct RouteMeters {
     rollbacks: [Counter; 6],
     states: [Gauge; 5],
     pub would_rollback: Counter,
+    /// Sequential evidence (errors, latency) and its two bounds; set at scrape time.
+    pub evidence: [Gauge; 2],
+    pub evidence_bounds: [Gauge; 2],
+    verdicts: [Gauge; 3],
 }
+
+/// `verdict` label of `canary_verdict`.
+pub const VERDICTS: [&str; 3] = ["healthy", "undecided", "failing"];
 
 static METADATA: Metadata<'static> =
     Metadata::new("canary_proxy", metrics::Level::INFO, Some("canary_proxy"));
@@ -227,6 +237,20 @@ impl Telemetry {
             would_rollback: self
                 .recorder
                 .register_counter(&key(WOULD_ROLLBACK_TOTAL, &[]), &METADATA),
+            evidence: ["errors", "latency"].map(|test| {
+                self.recorder
+                    .register_gauge(&key(SEQUENTIAL_EVIDENCE, &[("test", test)]), &METADATA)
+            }),
+            evidence_bounds: ["upper", "lower"].map(|bound| {
+                self.recorder.register_gauge(
+                    &key(SEQUENTIAL_EVIDENCE_BOUND, &[("bound", bound)]),
+                    &METADATA,
+                )
+            }),
+            verdicts: VERDICTS.map(|verdict| {
+                self.recorder
+                    .register_gauge(&key(CANARY_VERDICT, &[("verdict", verdict)]), &METADATA)
+            }),
         }
     }
 
@@ -262,13 +286,161 @@ impl Telemetry {
     pub fn render(&self) -> String {
         self.open_connections_gauge
             .set(self.open_connections.load(Ordering::Relaxed) as f64);
-        self.handle.render()
+        let mut text = sorted_exposition(&self.handle.render());
+        text.push_str(&process_metrics());
+        text
     }
 
     /// Drains histogram buffers; run on a timer so memory stays bounded between scrapes.
     pub fn upkeep(&self) {
         self.handle.run_upkeep();
     }
+}
+
+/// The exporter's text in a stable order (the exporter's is a hash map's, different at
+/// every scrape): families sorted by name, each family's series by their label sets,
+/// a histogram's buckets kept in `le` order.
+fn sorted_exposition(text: &str) -> String {
+    // (family name, comment lines, series lines)
+    let mut families: Vec<(&str, Vec<&str>, Vec<&str>)> = Vec::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(rest) = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+        {
+            let name = rest.split_whitespace().next().unwrap_or("");
+            match families.last_mut() {
+                Some((current, comments, series)) if *current == name && series.is_empty() => {
+                    comments.push(line)
+                }
+                _ => families.push((name, vec![line], Vec::new())),
+            }
+            continue;
+        }
+        match families.last_mut() {
+            Some((_, _, series)) => series.push(line),
+            None => families.push(("", Vec::new(), vec![line])),
+        }
+    }
+    families.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = String::with_capacity(text.len());
+    for (_, comments, mut series) in families {
+        // Stable: buckets keep their order within one label set.
+        series.sort_by_key(|line| series_key(line));
+        for line in comments.into_iter().chain(series) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `name{labels}` of a series line with any `le="…"` label removed; the suffixes
+/// `_bucket`, `_sum` and `_count` sort after one another per label set.
+fn series_key(line: &str) -> (String, u8) {
+    let series = line
+        .rsplit_once(' ')
+        .map_or(line, |(series, _value)| series);
+    let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+    let (base, rank) = if let Some(base) = name.strip_suffix("_bucket") {
+        (base, 0)
+    } else if let Some(base) = name.strip_suffix("_sum") {
+        (base, 1)
+    } else if let Some(base) = name.strip_suffix("_count") {
+        (base, 2)
+    } else {
+        (name, 0)
+    };
+    let labels: Vec<&str> = labels
+        .trim_end_matches('}')
+        .split(',')
+        .filter(|l| !l.starts_with("le="))
+        .collect();
+    (format!("{base}{{{}}}", labels.join(",")), rank)
+}
+
+/// The standard `process_*` metrics (Prometheus client conventions), read from /proc
+/// at scrape time: CPU seconds, resident memory, open and maximum file descriptors,
+/// start time. Empty where /proc is not there.
+fn process_metrics() -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    // Clock ticks and page size as Linux sets them on every platform we build for.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    const PAGE_SIZE: f64 = 4096.0;
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the parenthesised command name, which may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+        // utime and stime are fields 14 and 15 of stat(5), i.e. 11 and 12 after `)`.
+        if let (Some(user), Some(system)) = (field(11), field(12)) {
+            metric(
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                (user + system) / TICKS_PER_SECOND,
+            );
+        }
+        // rss is field 24 (21 after `)`), in pages.
+        if let Some(pages) = field(21) {
+            metric(
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                pages * PAGE_SIZE,
+            );
+        }
+        // starttime is field 22 (19 after `)`), in ticks since boot.
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        if let (Some(start), Some(boot)) = (field(19), boot) {
+            metric(
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                boot + start / TICKS_PER_SECOND,
+            );
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metric(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            fds.count() as f64,
+        );
+    }
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<f64>().ok())
+        });
+    if let Some(max) = max_fds {
+        metric(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max,
+        );
+    }
+    out
 }
 
 fn describe(recorder: &PrometheusRecorder) {
@@ -278,7 +450,7 @@ fn describe(recorder: &PrometheusRecorder) {
     let g = |name: &'static str, unit: Option<Unit>, help: &'static str| {
         recorder.describe_gauge(KeyName::from(name), unit, help.into())
     };
-    c(REQUESTS_TOTAL, None, "Requests proxied, by route, upstream side (stable|canary) and response class (2xx|3xx|4xx|5xx|error).");
+    c(REQUESTS_TOTAL, None, "Upstream attempts, by route, upstream side (stable|canary) and response class (1xx|2xx|3xx|4xx|5xx|error; 1xx = an upgrade, e.g. WebSocket).");
     recorder.describe_histogram(
         KeyName::from(REQUEST_DURATION),
         Some(Unit::Seconds),
@@ -299,7 +471,7 @@ fn describe(recorder: &PrometheusRecorder) {
     c(
         ROLLBACKS_TOTAL,
         None,
-        "Canary rollbacks, by reason (error_rate|error_rate_vs_stable|p99_latency|manual).",
+        "Canary rollbacks, by reason (error_rate|error_rate_vs_stable|p99_latency|sequential_error_rate|sequential_latency|manual).",
     );
     g(CANARY_STATE, None, "1 for the route's current canary state (steady|rolling_out|paused|rolled_back|promoted), 0 otherwise.");
     c(
@@ -323,6 +495,17 @@ fn describe(recorder: &PrometheusRecorder) {
         None,
         "Budget breaches seen while enforce = false (observe-only).",
     );
+    g(SEQUENTIAL_EVIDENCE, None, "The sequential test's log-likelihood ratio (sequential mode), by route and test (errors|latency): rolled back at the upper bound, healthy at the lower.");
+    g(
+        SEQUENTIAL_EVIDENCE_BOUND,
+        None,
+        "The sequential test's decision bounds, by route and bound (upper|lower).",
+    );
+    g(
+        CANARY_VERDICT,
+        None,
+        "1 for the route's current verdict (healthy|undecided|failing), 0 otherwise.",
+    );
     c(RESPONSES_TOTAL, None, "Responses clients received, by route and class (1xx|2xx|3xx|4xx|5xx|error), proxy-made ones included; requests_total counts upstream attempts.");
     c(
         SHIELDED_TOTAL,
@@ -336,6 +519,31 @@ fn describe(recorder: &PrometheusRecorder) {
         "Shield retries refused because the route's retry budget was spent.",
     );
     c(ENDPOINT_EJECTIONS_TOTAL, None, "Endpoints taken out of rotation after consecutive connect failures or resets, by route and side.");
+}
+
+// === impl RouteMeters (verdict) ===
+
+impl RouteMeters {
+    /// Scrape time: the verdict and the evidence behind it (`None`: threshold mode, or
+    /// no latency test).
+    pub fn set_verdict(
+        &self,
+        verdict: &str,
+        errors: Option<f64>,
+        latency: Option<f64>,
+        bounds: Option<(f64, f64)>,
+    ) {
+        for (gauge, name) in self.verdicts.iter().zip(VERDICTS) {
+            gauge.set(if name == verdict { 1.0 } else { 0.0 });
+        }
+        let [e, l] = &self.evidence;
+        e.set(errors.unwrap_or(0.0));
+        l.set(latency.unwrap_or(0.0));
+        if let Some((upper, lower)) = bounds {
+            self.evidence_bounds[0].set(upper);
+            self.evidence_bounds[1].set(lower);
+        }
+    }
 }
 
 // === impl PathMeters ===
@@ -469,6 +677,50 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::Status => "status",
             ErrorKind::Grpc => "grpc",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_sorted_within_a_family_and_buckets_keep_their_order() {
+        let text = "# HELP a_total x\n# TYPE a_total counter\na_total{route=\"b\"} 2\na_total{route=\"a\"} 1\n# TYPE h histogram\nh_bucket{route=\"z\",le=\"0.5\"} 1\nh_bucket{route=\"z\",le=\"10\"} 2\nh_bucket{route=\"z\",le=\"+Inf\"} 3\nh_sum{route=\"z\"} 4\nh_count{route=\"z\"} 3\nh_bucket{route=\"a\",le=\"0.5\"} 0\nh_bucket{route=\"a\",le=\"10\"} 0\nh_bucket{route=\"a\",le=\"+Inf\"} 0\nh_sum{route=\"a\"} 0\nh_count{route=\"a\"} 0\n";
+        let sorted = sorted_exposition(text);
+        let lines: Vec<&str> = sorted.lines().collect();
+        assert_eq!(lines[2], "a_total{route=\"a\"} 1");
+        assert_eq!(lines[3], "a_total{route=\"b\"} 2");
+        assert_eq!(
+            &lines[5..10],
+            [
+                "h_bucket{route=\"a\",le=\"0.5\"} 0",
+                "h_bucket{route=\"a\",le=\"10\"} 0",
+                "h_bucket{route=\"a\",le=\"+Inf\"} 0",
+                "h_sum{route=\"a\"} 0",
+                "h_count{route=\"a\"} 0",
+            ]
+        );
+        assert_eq!(lines[10], "h_bucket{route=\"z\",le=\"0.5\"} 1");
+        assert_eq!(sorted_exposition(&sorted), sorted, "idempotent");
+    }
+
+    #[test]
+    fn process_metrics_are_read_from_proc() {
+        let text = process_metrics();
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            let value = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} missing in {text}"));
+            assert!(value.parse::<f64>().unwrap() >= 0.0, "{name} {value}");
         }
     }
 }

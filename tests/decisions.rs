@@ -154,3 +154,55 @@ async fn an_automatic_rollback_says_which_rule_and_the_numbers() {
         "the proxy decided: {route}"
     );
 }
+
+/// Grafana can show how close a canary is to the edge: the verdict and the sequential
+/// evidence with its bounds are gauges, and /metrics lists each family in one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verdict_and_its_evidence_are_metrics() {
+    let stable = MockUpstream::start("stable").await;
+    let canary = MockUpstream::start("canary").await;
+    canary.fail_every(1);
+    let proxy = TestProxy::start(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{}[route.budget]\nmin_requests = 5\n",
+        route_toml("shop", stable.addr, canary.addr, 100.0, "")
+    ))
+    .await;
+    let evidence = "canary_proxy_sequential_evidence{route=\"shop\",test=\"errors\"}";
+    let upper = "canary_proxy_sequential_evidence_bound{route=\"shop\",bound=\"upper\"}";
+    let undecided = "canary_proxy_canary_verdict{route=\"shop\",verdict=\"undecided\"}";
+    let failing = "canary_proxy_canary_verdict{route=\"shop\",verdict=\"failing\"}";
+    assert_eq!(proxy.metric(evidence).await, 0.0);
+    assert_eq!(proxy.metric(undecided).await, 1.0);
+    assert!(proxy.metric(upper).await > 1.0);
+    let client = client();
+    for _ in 0..3 {
+        get(&client, &proxy.url("/"), &[]).await;
+    }
+    let partway = proxy.metric(evidence).await;
+    assert!(
+        partway > 0.0 && partway < proxy.metric(upper).await,
+        "{partway}"
+    );
+    for _ in 0..20 {
+        get(&client, &proxy.url("/"), &[]).await;
+    }
+    wait_for("the failing verdict", Duration::from_secs(5), || async {
+        proxy.metric(failing).await == 1.0
+    })
+    .await;
+    assert_eq!(proxy.metric(undecided).await, 0.0);
+    assert!(proxy.metric(evidence).await >= proxy.metric(upper).await);
+
+    // Two scrapes list the series in the same order, and the process is described.
+    let scrape = || async { get(&client, &proxy.admin_url("/metrics"), &[]).await.2 };
+    let (a, b) = (scrape().await, scrape().await);
+    let order = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.rsplit_once(' ').unwrap().0.to_string())
+            .collect()
+    };
+    assert_eq!(order(&a), order(&b));
+    assert!(a.contains("\nprocess_resident_memory_bytes "), "{a}");
+    assert!(a.contains("\nprocess_open_fds "), "{a}");
+}
