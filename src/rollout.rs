@@ -642,6 +642,15 @@ impl RouteRuntime {
                 Verdict::Healthy
             }
             BudgetMode::Threshold => Verdict::Undecided,
+            // The same gate as the rollback on the request path (`record`): no verdict
+            // before min_requests canary requests since the canary was armed, so the
+            // API and the rollout never call "failing" a canary that will not be
+            // rolled back (nor "healthy" one not yet judged).
+            BudgetMode::Sequential
+                if self.armed_requests.load(Ordering::Relaxed) < u64::from(config.min_requests) =>
+            {
+                Verdict::Undecided
+            }
             BudgetMode::Sequential => {
                 let errors = budget.bounds.verdict(self.errors_test.statistic());
                 let latency = config.latency_slo.map_or(Verdict::Healthy, |_| {

@@ -250,3 +250,39 @@ async fn a_pending_trip_survives_an_earlier_decision() {
         ("rolled_back", 0.0)
     );
 }
+
+/// Issue 13's bug: the verdict and the rollback follow one rule with one gate. Before
+/// `min_requests` canary requests the sequential test may already lean "failing", but
+/// no rollback happens, so the API and the rollout must not say "failing" either; at
+/// `min_requests` both turn at once.
+#[tokio::test]
+async fn the_verdict_and_the_rollback_share_the_min_requests_gate() {
+    let (shared, _trips) = Shared::new(Arc::new(Events::new(None)), Telemetry::new());
+    let toml = r#"
+[[route]]
+name = "r"
+stable = { endpoints = ["127.0.0.1:1"] }
+canary = { endpoints = ["127.0.0.1:2"] }
+canary_weight = 50
+[route.budget]
+mode = "sequential"
+min_requests = 20
+"#;
+    let config = parse_str(toml, Path::new("t.toml")).unwrap();
+    let snapshot = Snapshot::build(config, 1, None, &shared, Instant::now());
+    let runtime = &snapshot.routes[0].runtime;
+    for n in 1..=19 {
+        runtime.record(Side::Canary, outcome(true), Instant::now());
+        assert!(!runtime.is_rolled_back(), "rolled back at {n}");
+        let status = runtime.status(Instant::now());
+        assert_eq!(status.verdict.verdict, "undecided", "after {n}: {status:?}");
+        let evidence = status.verdict.errors.as_ref().unwrap();
+        if n == 19 {
+            // The evidence alone would already say failing: the gate holds it.
+            assert!(evidence.statistic >= evidence.upper, "{evidence:?}");
+        }
+    }
+    runtime.record(Side::Canary, outcome(true), Instant::now());
+    assert!(runtime.is_rolled_back(), "rolled back at min_requests");
+    assert_eq!(runtime.verdict(Instant::now()), Verdict::Failing);
+}
