@@ -30,6 +30,14 @@ const KNOWN_METRICS: &[&str] = &[
     "canary_proxy_config_last_reload_success_timestamp_seconds",
     "canary_proxy_open_connections",
     "canary_proxy_build_info",
+    "canary_proxy_responses_total",
+    "canary_proxy_shielded_total",
+    "canary_proxy_retries_total",
+    "canary_proxy_retry_budget_exhausted_total",
+    "canary_proxy_would_rollback_total",
+    "canary_proxy_sequential_evidence",
+    "canary_proxy_sequential_evidence_bound",
+    "canary_proxy_canary_verdict",
 ];
 
 fn repo(path: &str) -> PathBuf {
@@ -327,6 +335,10 @@ fn grafana_dashboard_is_importable_and_uses_known_metrics() {
         "canary_proxy_rollbacks_total",
         "canary_proxy_config_reloads_total",
         "canary_proxy_open_connections",
+        "canary_proxy_responses_total",
+        "canary_proxy_shielded_total",
+        "canary_proxy_would_rollback_total",
+        "canary_proxy_sequential_evidence",
     ] {
         assert!(used.contains(name), "no panel shows {name}");
     }
@@ -762,10 +774,22 @@ fn dockerfile_runs_the_release_binary_as_non_root() {
         "USER 65532:65532",
         "EXPOSE 8080 9901",
         r#"ENTRYPOINT ["canary-proxy"]"#,
-        r#"CMD ["run", "-c", "/etc/canary-proxy/proxy.toml"]"#,
+        r#"CMD ["run", "-c", "/etc/canary-proxy/canary-proxy.toml"]"#,
+        "COPY deploy/container.toml /etc/canary-proxy/canary-proxy.toml",
     ] {
         assert!(dockerfile.lines().any(|l| l == line), "no {line}");
     }
+    // The config the image runs by default is valid, listens outside the container,
+    // and keeps its state outside the (read-only) config mount.
+    let config = canary_proxy::config::parse_str(
+        &read("deploy/container.toml"),
+        &repo("deploy/container.toml"),
+    )
+    .unwrap_or_else(|errors| panic!("deploy/container.toml: {errors:#?}"));
+    assert!(config.server.listen.ip().is_unspecified());
+    assert!(config.admin.as_ref().unwrap().listen.ip().is_unspecified());
+    let state = &config.state.as_ref().unwrap().dir;
+    assert!(!state.starts_with("/etc/canary-proxy"), "{}", state.display());
     assert!(dockerfile.contains("cargo build --release --locked"));
     assert!(dockerfile.contains("/usr/local/bin/canary-proxy"));
 }
