@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::events::Events;
+use crate::history::History;
 use crate::rollout::machine::Command;
 use crate::rollout::Operator;
 use crate::routing::Snapshot;
@@ -44,6 +45,8 @@ pub struct Admin {
     pub telemetry: Arc<Telemetry>,
     /// False while starting and while draining (`/readyz` answers 503).
     pub ready: Arc<AtomicBool>,
+    /// The last 15 minutes of every route (`/api/v1/history`).
+    pub history: Arc<History>,
 }
 
 type AdminResponse = Response<Full<Bytes>>;
@@ -136,6 +139,9 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
                 StatusCode::OK,
                 &json!({ "generation": snapshot.generation, "routes": routes }),
             )
+        }),
+        "/api/v1/history" => only_get(method, || {
+            json_response(StatusCode::OK, &admin.history.view())
         }),
         "/api/v1/events" => only_get(method, || {
             json_response(StatusCode::OK, &json!({ "events": admin.events.list() }))

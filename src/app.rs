@@ -10,14 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use http::Uri;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::events::Events;
+use crate::history::History;
+use crate::notify::Target;
+use crate::proxy::server::Drain;
 use crate::reload::{Fingerprint, Reloader, Watch};
 use crate::rollout::{Shared, Trip};
 use crate::routing::Snapshot;
@@ -25,6 +28,9 @@ use crate::telemetry::Telemetry;
 
 /// How often histogram buffers are drained.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a stopping proxy waits for its access log lines to be written.
+const ACCESS_LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A proxy whose listeners are bound but not yet serving.
 #[derive(Debug)]
@@ -35,35 +41,50 @@ pub struct App {
     shared: Arc<Shared>,
     trips: mpsc::UnboundedReceiver<Trip>,
     ready: Arc<AtomicBool>,
-    webhook: Arc<ArcSwapOption<Uri>>,
+    webhook: Arc<ArcSwapOption<Target>>,
     /// Watch this file (and SIGHUP) for config changes; the fingerprint of what it held
     /// when generation 1 was loaded from it.
     reload_from: Option<(std::path::PathBuf, Watch, Option<Fingerprint>)>,
+    /// How often `/api/v1/history` samples the routes (`history::INTERVAL`).
+    history_interval: Duration,
 }
 
 // === impl App ===
 
 impl App {
     /// Builds the first snapshot (restoring saved decisions) and binds the listeners.
+    /// A `[state] dir` that cannot persist a decision is an error that names it.
     pub async fn bind(config: Config) -> io::Result<App> {
+        if let Some(state) = &config.state {
+            let dir = state.dir.clone();
+            tokio::task::spawn_blocking(move || crate::rollout::store::probe(&dir))
+                .await
+                .map_err(io::Error::other)??;
+        }
         let listener = bind(config.server.listen, "listen").await?;
         let admin_listener = match &config.admin {
             Some(admin) => Some(bind(admin.listen, "admin listen").await?),
             None => None,
         };
-        let webhook = Arc::new(ArcSwapOption::from(
-            config.notify.as_ref().map(|n| Arc::new(n.webhook.clone())),
-        ));
-        let notifier = crate::notify::spawn(Arc::clone(&webhook));
+        let telemetry = Telemetry::new();
+        let access_log = AccessLog::for_config(
+            None,
+            config.log.access.as_ref(),
+            false,
+            &telemetry.access_log_dropped,
+        )?;
+        let webhook = Arc::new(ArcSwapOption::from(Target::from_config(&config)));
+        let notifier = crate::notify::spawn(Arc::clone(&webhook), telemetry.webhook_meters());
         let mut events = Events::new(Some(notifier));
         if let Some(state) = &config.state {
+            // The event history survives restarts beside the decisions.
             events = events.persist_in(&state.dir);
         }
         let events = Arc::new(events);
-        let telemetry = Telemetry::new();
         telemetry.last_reload_success.set(unix_now());
         let (shared, trips) = Shared::new(events, telemetry);
-        let snapshot = Snapshot::build(config, 1, None, &shared, Instant::now());
+        let snapshot =
+            Snapshot::build(config, 1, None, &shared, Instant::now()).with_access_log(access_log);
         Ok(App {
             listener,
             admin_listener,
@@ -73,6 +94,7 @@ impl App {
             ready: Arc::new(AtomicBool::new(false)),
             webhook,
             reload_from: None,
+            history_interval: crate::history::INTERVAL,
         })
     }
 
@@ -87,6 +109,13 @@ impl App {
         let loaded = crate::reload::loaded_fingerprint(&path, &snapshot.config);
         drop(snapshot);
         self.reload_from = Some((path, watch, loaded));
+        self
+    }
+
+    /// Samples the routes for `/api/v1/history` every `interval` instead of
+    /// `history::INTERVAL` (tests).
+    pub fn history_interval(mut self, interval: Duration) -> App {
+        self.history_interval = interval;
         self
     }
 
@@ -111,6 +140,12 @@ impl App {
 
     /// Serves until `shutdown` resolves, then drains and stops the side tasks.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        self.serve_drained(shutdown).await;
+    }
+
+    /// `serve`, telling whether the drain had to cut connections (the binary's exit
+    /// code).
+    pub async fn serve_drained(self, shutdown: impl Future<Output = ()>) -> Drain {
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = move || {
             let mut rx = stop_rx.clone();
@@ -141,12 +176,17 @@ impl App {
         };
         let (rebind, rebind_rx) = mpsc::unbounded_channel();
         let (rebind_admin, rebind_admin_rx) = mpsc::unbounded_channel();
+        let history = Arc::new(History::new(self.history_interval));
+        let sampler = self.admin_listener.is_some().then(|| {
+            tokio::spawn(Arc::clone(&history).run(Arc::clone(&self.snapshots), stopped()))
+        });
         let admin = self.admin_listener.map(|listener| {
             let admin = Arc::new(Admin {
                 snapshots: Arc::clone(&self.snapshots),
                 events: Arc::clone(&self.shared.events),
                 telemetry: Arc::clone(&telemetry),
                 ready: Arc::clone(&self.ready),
+                history,
             });
             tokio::spawn(crate::admin::serve(
                 listener,
@@ -175,7 +215,7 @@ impl App {
             // Tell load balancers first: /readyz fails while we drain.
             ready.store(false, Ordering::Release);
         };
-        crate::proxy::serve(
+        let drain = crate::proxy::serve(
             self.listener,
             Arc::clone(&self.snapshots),
             Arc::clone(&telemetry.open_connections),
@@ -190,9 +230,19 @@ impl App {
         if let Some(admin) = admin {
             let _ = admin.await;
         }
+        if let Some(sampler) = sampler {
+            let _ = sampler.await;
+        }
         if let Some(reloader) = reloader {
             let _ = reloader.await;
         }
+        // Every request has ended, so every access log line is queued: write them out
+        // before the process exits (bounded: a stalled destination must not hang it).
+        let access_log = self.snapshots.load().access_log().cloned();
+        if let Some(log) = access_log {
+            let _ = tokio::time::timeout(ACCESS_LOG_FLUSH_TIMEOUT, log.flush()).await;
+        }
+        drain
     }
 }
 

@@ -18,7 +18,7 @@ use http::StatusCode;
 mod raw;
 mod validate;
 
-pub use validate::parse_str;
+pub use validate::{parse_str, parse_str_with};
 
 /// A whole, valid configuration file.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub struct Config {
     pub state: Option<StateConfig>,
     /// `None`: no webhook.
     pub notify: Option<NotifyConfig>,
+    /// `[log]`: the access log and the debug side header; all off when absent.
+    pub log: LogConfig,
     /// In file order; names are unique.
     pub routes: Vec<RouteConfig>,
 }
@@ -78,7 +80,8 @@ pub struct UpstreamTls {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     /// The bearer token read from `token_file` (whitespace trimmed). `None`: no
-    /// `token_file`, so mutating endpoints are off.
+    /// `token_file`, so mutating endpoints are off (or an offline load, which does not
+    /// read it).
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
 }
@@ -89,10 +92,52 @@ pub struct StateConfig {
     pub dir: PathBuf,
 }
 
-/// `[notify]`: where decision events are POSTed.
-#[derive(Debug, Clone, PartialEq)]
+/// `[notify]`: where decision events are POSTed, which ones, and how (SPEC §9).
+#[derive(Clone, PartialEq)]
 pub struct NotifyConfig {
+    /// `http://` or `https://`, with a host.
     pub webhook: http::Uri,
+    /// Present for an `https://` webhook: the receiver's certificate is verified
+    /// against `ca_file`, else the webpki roots (no client certificate, no
+    /// `server_name`: the URL's host is verified).
+    pub tls: Option<UpstreamTls>,
+    /// Sent with every POST (names lower-cased, values marked sensitive); never one
+    /// the notifier sets itself (`content-type`, `host`, the signature, hop-by-hop).
+    pub headers: Vec<(HeaderName, http::HeaderValue)>,
+    /// The HMAC-SHA256 key read from `secret_file` (whitespace trimmed, non-empty):
+    /// each body is signed in `x-canary-proxy-signature: sha256=<hex>`. `None` also in
+    /// an offline load (`check --offline`), which does not read it.
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// The event kinds delivered (`Event::kind` values); never empty. Default: the
+    /// decisions (`rollback`, `would_rollback`, `step`, `promote`, `pause`, `resume`).
+    pub events: Vec<&'static str>,
+    /// POST attempts per event, 1..=20; default 5.
+    pub max_attempts: u32,
+    /// Delay before the first retry, doubled after each (capped at 30 s); default 500 ms.
+    pub backoff: Duration,
+    /// One attempt, from connecting to the response head; default 2 s.
+    pub timeout: Duration,
+}
+
+/// `[log]` (SPEC §12): what the proxy tells operators about each request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    /// `access`: one JSON line per request (see `access_log`); `None`: off.
+    pub access: Option<AccessLogTarget>,
+    /// `side_header`: responses carry `x-canary-proxy-side: stable` or
+    /// `canary VERSION`, for debugging with curl. Default `false`.
+    pub side_header: bool,
+}
+
+/// Where `[log] access` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// `"stderr"`, beside the proxy's own logs (whole lines, never interleaved).
+    Stderr,
+    /// A file, appended to (created if absent); relative paths resolve against the
+    /// config file's directory.
+    File(PathBuf),
 }
 
 /// One `[[route]]`.
@@ -198,6 +243,12 @@ pub enum StickySource {
     Cookie(String),
     /// `client_ip`: the peer address.
     ClientIp,
+    /// `forwarded_for:N`: the client address as the Nth trusted proxy in front of us
+    /// saw it: the Nth address from the end of `X-Forwarded-For` (1 = the one the
+    /// nearest proxy appended), or of `Forwarded: for=` when `X-Forwarded-For` is
+    /// absent. A list too short or an entry that is not an IP address falls through to
+    /// the next source.
+    ForwardedFor(std::num::NonZeroU8),
 }
 
 /// `[route.budget]`: when the canary has spent its error budget.
@@ -276,6 +327,34 @@ pub struct RolloutConfig {
     pub step_interval: Duration,
 }
 
+/// How `Config::load_with` treats the files a config names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Validate the file away from its host (`check --offline`): the admin token, TLS
+    /// certificates, keys and CAs, upstream client certificates and the webhook secret
+    /// are not read, only listed in `Loaded::not_checked`; their paths must still be
+    /// valid. The TLS configs of such a load complete no handshake: it is for reading,
+    /// never for serving.
+    pub offline: bool,
+}
+
+/// A config and what loading it left unchecked.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// Files an offline load did not read, in file order; empty otherwise.
+    pub not_checked: Vec<NotChecked>,
+}
+
+/// A file an offline load did not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotChecked {
+    /// The key naming it, e.g. `admin.token_file` or `route[0].canary.ca_file`.
+    pub key: String,
+    /// Resolved against the config file's directory.
+    pub path: PathBuf,
+}
+
 /// Why a file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -307,11 +386,16 @@ pub struct Invalid {
 impl Config {
     /// Reads and validates `path`. Relative paths inside resolve against its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, LoadOptions::default()).map(|loaded| loaded.config)
+    }
+
+    /// `load` with options (`offline`: see `LoadOptions`).
+    pub fn load_with(path: &Path, options: LoadOptions) -> Result<Loaded, ConfigError> {
         let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        parse_str(&src, path).map_err(|errors| ConfigError::Invalid {
+        parse_str_with(&src, path, options).map_err(|errors| ConfigError::Invalid {
             path: path.to_path_buf(),
             errors,
         })
@@ -324,7 +408,7 @@ impl Config {
             None => out.push(
                 "no [admin] section: no admin listener (no /metrics, no admin API)".to_string(),
             ),
-            Some(admin) if admin.token.is_none() => out.push(
+            Some(admin) if admin.token_file.is_none() => out.push(
                 "[admin] has no token_file: mutating admin endpoints are disabled".to_string(),
             ),
             Some(_) => {}
@@ -335,7 +419,62 @@ impl Config {
                     .to_string(),
             );
         }
+        for route in &self.routes {
+            route.warnings(&mut out);
+        }
         out
+    }
+}
+
+// === impl RouteConfig ===
+
+impl RouteConfig {
+    /// `Config::warnings` for one route.
+    fn warnings(&self, out: &mut Vec<String>) {
+        let name = &self.name;
+        if let Some(rollout) = &self.rollout {
+            // The rollout starts at canary_weight and moves to the next step above it.
+            let skipped: Vec<String> = rollout
+                .steps
+                .iter()
+                .filter(|step| **step < self.canary_weight)
+                .map(Weight::to_string)
+                .collect();
+            if !skipped.is_empty() {
+                out.push(format!(
+                    "route `{name}`: rollout steps {} are below canary_weight {} and are skipped: the rollout starts at canary_weight and moves to the next step above it (lower canary_weight to start there)",
+                    skipped.join(", "),
+                    self.canary_weight,
+                ));
+            }
+        }
+        let stable: std::collections::HashSet<&Endpoint> = self.stable.endpoints.iter().collect();
+        let canary: std::collections::HashSet<&Endpoint> = self.canary.endpoints.iter().collect();
+        if stable == canary {
+            let list: Vec<String> = self
+                .stable
+                .endpoints
+                .iter()
+                .map(Endpoint::to_string)
+                .collect();
+            out.push(format!(
+                "route `{name}`: stable and canary have the same endpoints ({}): both sides reach one service, so the canary is judged against itself",
+                list.join(", ")
+            ));
+        } else {
+            let mut seen = std::collections::HashSet::new();
+            let shared = self.canary.endpoints.iter().filter(|e| stable.contains(e));
+            for shared in shared.filter(|e| seen.insert(*e)) {
+                out.push(format!(
+                    "route `{name}`: endpoint {shared} is both stable and canary: its answers count for both sides"
+                ));
+            }
+        }
+        if self.sticky == [StickySource::ClientIp] {
+            out.push(format!(
+                "route `{name}`: client_ip is the only sticky source (it is also the default): behind a load balancer or NAT many users share a few peer addresses, so they land on one side together; put a header:NAME or cookie:NAME source first (or forwarded_for:N behind trusted proxies)"
+            ));
+        }
     }
 }
 
@@ -404,6 +543,25 @@ impl PartialEq for UpstreamTls {
         self.ca_file == other.ca_file
             && self.server_name == other.server_name
             && self.client_cert == other.client_cert
+    }
+}
+
+// === impl NotifyConfig ===
+
+/// Header values and the secret are not printed.
+impl fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("NotifyConfig")
+            .field("webhook", &self.webhook)
+            .field("tls", &self.tls)
+            .field("headers", &headers)
+            .field("secret_file", &self.secret_file)
+            .field("events", &self.events)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 

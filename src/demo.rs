@@ -187,15 +187,20 @@ min_retries_per_second = 50
     };
 
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    // With --keep-running the load goes on after the summary, until Ctrl-C.
+    let keep_load = Arc::new(AtomicBool::new(options.keep_running));
     let mut workers = Vec::new();
     for worker in 0..WORKERS {
         let (client, tally) = (client.clone(), Arc::clone(&tally));
         let runtime = Arc::clone(&runtime);
         let end_at = Arc::clone(&end_at);
+        let keep_load = Arc::clone(&keep_load);
         let pause = timing.worker_pause;
         workers.push(tokio::spawn(async move {
             let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (worker + 1);
-            while Instant::now() < *end_at.lock().unwrap_or_else(|p| p.into_inner()) {
+            while keep_load.load(Ordering::Relaxed)
+                || Instant::now() < *end_at.lock().unwrap_or_else(|p| p.into_inner())
+            {
                 seed = seed
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
@@ -359,8 +364,10 @@ min_retries_per_second = 50
             status.verdict.verdict,
         );
     }
-    for worker in workers {
-        let _ = worker.await;
+    if !options.keep_running {
+        for worker in workers.drain(..) {
+            let _ = worker.await;
+        }
     }
     let _ = watcher.await;
     chaos.abort();
@@ -392,9 +399,13 @@ min_retries_per_second = 50
 
     if options.keep_running {
         println!(
-            "\n  still running: dashboard http://{admin_addr}/ (token demo-token), Ctrl-C to stop"
+            "\n  still running, load included: dashboard http://{admin_addr}/ (token demo-token), Ctrl-C to stop"
         );
         crate::app::shutdown_signal().await;
+        keep_load.store(false, Ordering::Relaxed);
+        for worker in workers {
+            let _ = worker.await;
+        }
     }
     let _ = stop_tx.send(());
     let _ = server.await;

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -138,14 +139,7 @@ impl Events {
                 .details
                 .insert("instance".into(), Value::from(self.instance.clone()));
         }
-        let details = Value::Object(event.details.clone());
-        tracing::info!(
-            kind = event.kind,
-            route = event.route.as_deref(),
-            reason = %event.reason,
-            details = %details,
-            "canary event"
-        );
+        log(&event);
         if let Some(tx) = &self.notify {
             // Unbounded: the notifier drains it; a send only fails once it has stopped.
             let _ = tx.send(event.clone());
@@ -168,6 +162,48 @@ impl Events {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.iter().cloned().collect()
     }
+}
+
+/// Whether logs are JSON lines (`--log-format json`): then an event's details are
+/// written as a JSON object, not as a string holding JSON.
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// Set once at start by the binary, with the log format it installed.
+pub fn set_json_logs(json: bool) {
+    JSON_LOGS.store(json, Ordering::Relaxed);
+}
+
+/// Logs an event at INFO (target `canary_proxy::events`, subject to `RUST_LOG`). In
+/// JSON mode the line is written here, shaped like tracing-subscriber's JSON lines but
+/// with `details` as an object: tracing's field values are strings.
+fn log(event: &Event) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    if JSON_LOGS.load(Ordering::Relaxed) {
+        // Flattened, as the binary's JSON subscriber writes every other line.
+        let line = serde_json::json!({
+            "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            "level": "INFO",
+            "message": "canary event",
+            "kind": event.kind,
+            "route": event.route,
+            "reason": event.reason,
+            "details": event.details,
+            "target": module_path!(),
+        });
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(stderr, "{line}");
+        return;
+    }
+    let details = Value::Object(event.details.clone());
+    tracing::info!(
+        kind = event.kind,
+        route = event.route.as_deref(),
+        reason = %event.reason,
+        details = %details,
+        "canary event"
+    );
 }
 
 // === impl EventFile ===

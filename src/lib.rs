@@ -12,18 +12,26 @@
 //! - `rollout`: the canary's runtime: the window (`window`), the pure budget verdict
 //!   and state machine (`machine`), persisted decisions (`store`), the driver.
 //! - `telemetry`: metric names, buckets and pre-resolved handles.
+//! - `access_log`: `[log] access`, one JSON line per request, written by its own
+//!   thread off the request path; the side header.
 //! - `events`: decision events (log, `/api/v1/events`, webhook); `notify`: the webhook.
+//! - `history`: the last 15 minutes of every route, sampled every 5 s
+//!   (`/api/v1/history`, the dashboard's charts).
 //! - `reload`: watch the config (directory + SIGHUP), validate whole, swap.
 //! - `admin`: the admin listener (metrics, health, API, commands).
 //! - `demo`: the self-contained `demo` command.
+//! - `client`: the admin API's command-line client (`status`, `rollback`, …).
 //! - `app`: wiring for the binary: load, bind, serve until a signal, drain.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod notify;
 pub mod proxy;
 pub mod reload;

@@ -14,10 +14,11 @@
 //! first unrelated write after start into a reload of an unchanged file. So:
 //!
 //! - Only events that name a file a reload reads count: the config file, the files it
-//!   refers to (certificates, keys, CAs, the admin token; the set follows each applied
-//!   config) and names starting with `..` (a ConfigMap's `..data` and `..data_tmp`
-//!   symlinks and `..2026_…` timestamped directories). Reads never count: every reload
-//!   reads the files, so access events would make each reload trigger the next.
+//!   refers to (certificates, keys, CAs, the admin token, the webhook secret; the set
+//!   follows each applied config) and names starting with `..` (a ConfigMap's `..data`
+//!   and `..data_tmp` symlinks and `..2026_…` timestamped directories). Reads never
+//!   count: every reload reads the files, so access events would make each reload
+//!   trigger the next.
 //! - A burst settles for [`DEBOUNCE`] of quiet, but never longer than [`DEBOUNCE_MAX`]
 //!   in all, so a file written without pause cannot hold a change back.
 //! - The fingerprint of the content applied (from generation 1 on) and of the content
@@ -33,15 +34,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use http::Uri;
 use notify::{RecursiveMode, Watcher};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::access_log::AccessLog;
 use crate::config::{parse_str, Config, Invalid};
 use crate::events::Event;
+use crate::notify::Target;
 use crate::rollout::Shared;
 use crate::routing::Snapshot;
 
@@ -62,7 +64,7 @@ pub struct Reloader {
     path: PathBuf,
     snapshots: Arc<ArcSwap<Snapshot>>,
     shared: Arc<Shared>,
-    webhook: Arc<ArcSwapOption<Uri>>,
+    webhook: Arc<ArcSwapOption<Target>>,
     /// A new listener for a changed `[server] listen`; the accept loop swaps to it.
     rebind: mpsc::UnboundedSender<TcpListener>,
     /// Same for `[admin] listen`.
@@ -106,7 +108,7 @@ impl Reloader {
         loaded: Option<Fingerprint>,
         snapshots: Arc<ArcSwap<Snapshot>>,
         shared: Arc<Shared>,
-        webhook: Arc<ArcSwapOption<Uri>>,
+        webhook: Arc<ArcSwapOption<Target>>,
         rebind: mpsc::UnboundedSender<TcpListener>,
         rebind_admin: mpsc::UnboundedSender<TcpListener>,
     ) -> Reloader {
@@ -193,15 +195,30 @@ impl Reloader {
             .await
             .map_err(|errors| Rejected::new(&text, errors))?;
 
+        // `[log] access`: the same destination keeps its log; a new one is opened
+        // before the swap, so one that cannot be opened rejects the file. SIGHUP
+        // reopens it (log rotation).
+        let access = AccessLog::for_config(
+            current.access_log(),
+            config.log.access.as_ref(),
+            trigger == Trigger::Signal,
+            &self.shared.telemetry.access_log_dropped,
+        )
+        .map_err(|err| {
+            let error = format!("{}: log.access: {err}", self.path.display());
+            Rejected::new(&text, vec![error])
+        })?;
+
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let webhook = config.notify.as_ref().map(|n| Arc::new(n.webhook.clone()));
+        let webhook = Target::from_config(&config);
         let snapshot = Snapshot::build(
             config,
             generation,
             Some(&current),
             &self.shared,
             Instant::now(),
-        );
+        )
+        .with_access_log(access);
         self.snapshots.store(Arc::new(snapshot));
         self.webhook.store(webhook);
         if let Some(listener) = listener {
@@ -429,6 +446,7 @@ fn same_config(a: &Config, b: &Config) -> bool {
         admin,
         state,
         notify,
+        log,
         routes,
     } = a;
     *source == b.source
@@ -436,10 +454,12 @@ fn same_config(a: &Config, b: &Config) -> bool {
         && *admin == b.admin
         && *state == b.state
         && *notify == b.notify
+        && *log == b.log
         && *routes == b.routes
 }
 
-/// Files a config refers to whose content matters: TLS material and the admin token.
+/// Files a config refers to whose content matters: TLS material, the admin token and
+/// the webhook's secret.
 fn referenced_files(config: &Config) -> Vec<PathBuf> {
     let mut files = Vec::new();
     if let Some(tls) = &config.server.tls {
@@ -449,6 +469,10 @@ fn referenced_files(config: &Config) -> Vec<PathBuf> {
     }
     if let Some(token) = config.admin.as_ref().and_then(|a| a.token_file.clone()) {
         files.push(token);
+    }
+    if let Some(notify) = &config.notify {
+        files.extend(notify.secret_file.clone());
+        files.extend(notify.tls.as_ref().and_then(|tls| tls.ca_file.clone()));
     }
     for route in &config.routes {
         for upstream in [&route.stable, &route.canary] {

@@ -6,9 +6,10 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::header::{HeaderMap, HeaderName};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 
+use crate::access_log::{AccessLog, Hooks};
 use crate::config::{Config, RouteConfig, ServerConfig, ShieldConfig, StickySource};
 use crate::rollout::{RouteRuntime, Shared};
 use crate::telemetry::{PathMeters, Telemetry};
@@ -29,6 +30,9 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     table: RouteTable,
     clients: Clients,
+    /// `[log]`: the access log and the side header. `None` when both are off, so the
+    /// request path pays one check for them.
+    pub log: Option<Box<Hooks>>,
 }
 
 /// A route as the data path sees it.
@@ -52,6 +56,21 @@ pub struct Route {
     pub shield: Option<Shield>,
     /// The data path's handles: responses as clients saw them, retries, ejections.
     pub path: PathMeters,
+    /// `canary.version`, for the access log.
+    pub canary_version: Option<Arc<str>>,
+    /// `canary VERSION` (or `canary`): the side header's value for the canary.
+    canary_side_header: HeaderValue,
+}
+
+/// A request's side and why (see [`Route::decision`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Where the request goes.
+    pub side: Side,
+    /// Why: rollback, override header, cohort or the hash.
+    pub reason: Reason,
+    /// The sticky bucket, 0..10 000, when the hash decided (`Reason::Hash`).
+    pub bucket: Option<u16>,
 }
 
 /// A route's `[route.shield]`: the config and the budget its retries draw on.
@@ -68,6 +87,20 @@ pub enum Reason {
     Override,
     Cohort,
     RolledBack,
+}
+
+// === impl Reason ===
+
+impl Reason {
+    /// `hash`, `override`, `cohort` or `rolled_back`, as in the access log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Hash => "hash",
+            Reason::Override => "override",
+            Reason::Cohort => "cohort",
+            Reason::RolledBack => "rolled_back",
+        }
+    }
 }
 
 // === impl Snapshot ===
@@ -114,13 +147,27 @@ impl Snapshot {
                 .iter()
                 .map(|r| (r.host.as_deref(), r.path_prefix.as_str())),
         );
+        let log = Hooks::new(None, config.log.side_header);
         Snapshot {
             generation,
             config: Arc::new(config),
             routes,
             table,
             clients,
+            log,
         }
+    }
+
+    /// This snapshot writing its access log to `access` (opened by the caller, which
+    /// owns the I/O: `App::bind`, or a reload before the swap).
+    pub fn with_access_log(mut self, access: Option<Arc<AccessLog>>) -> Snapshot {
+        self.log = Hooks::new(access, self.config.log.side_header);
+        self
+    }
+
+    /// The access log this snapshot writes to, if any.
+    pub fn access_log(&self) -> Option<&Arc<AccessLog>> {
+        self.log.as_ref().and_then(|hooks| hooks.access.as_ref())
     }
 
     pub fn server(&self) -> &ServerConfig {
@@ -171,33 +218,63 @@ impl Route {
                 config: shield.clone(),
             }),
             path: telemetry.path_meters(&config.name),
+            canary_version: config.canary_version.as_deref().map(Arc::from),
+            canary_side_header: config
+                .canary_version
+                .as_ref()
+                .and_then(|v| HeaderValue::from_str(&format!("canary {v}")).ok())
+                .unwrap_or(HeaderValue::from_static("canary")),
         }
     }
 
     /// Stable or canary for this request. Rollback beats everything; then the override
     /// header, then the cohort, then the sticky hash against the effective weight.
     pub fn decide(&self, headers: &HeaderMap, peer: IpAddr) -> (Side, Reason) {
+        let decision = self.decision(headers, peer);
+        (decision.side, decision.reason)
+    }
+
+    /// [`Route::decide`], with the sticky bucket when the hash decided.
+    pub fn decision(&self, headers: &HeaderMap, peer: IpAddr) -> Decision {
+        let decided = |side, reason| Decision {
+            side,
+            reason,
+            bucket: None,
+        };
         if self.runtime.is_rolled_back() {
-            return (Side::Stable, Reason::RolledBack);
+            return decided(Side::Stable, Reason::RolledBack);
         }
         if let Some(name) = &self.override_header {
             if let Some(value) = headers.get(name) {
                 let value = value.as_bytes();
                 if value.eq_ignore_ascii_case(b"always") {
-                    return (Side::Canary, Reason::Override);
+                    return decided(Side::Canary, Reason::Override);
                 }
                 if value.eq_ignore_ascii_case(b"never") {
-                    return (Side::Stable, Reason::Override);
+                    return decided(Side::Stable, Reason::Override);
                 }
             }
         }
         let weight = self.runtime.effective();
         split::with_sticky_key(&self.sticky, headers, peer, |key| {
             if !self.cohort.is_empty() && self.cohort.contains(key) {
-                return (Side::Canary, Reason::Cohort);
+                return decided(Side::Canary, Reason::Cohort);
             }
-            (split::assign(&self.salt, key, weight), Reason::Hash)
+            let bucket = split::bucket(&self.salt, key);
+            Decision {
+                side: split::side_of_bucket(bucket, weight),
+                reason: Reason::Hash,
+                bucket: Some(bucket),
+            }
         })
+    }
+
+    /// The side header's value (`[log] side_header`): `stable`, or `canary VERSION`.
+    pub fn side_header(&self, side: Side) -> HeaderValue {
+        match side {
+            Side::Stable => HeaderValue::from_static("stable"),
+            Side::Canary => self.canary_side_header.clone(),
+        }
     }
 
     pub fn upstream(&self, side: Side) -> &Upstream {

@@ -38,6 +38,9 @@ pub const SHIELDED_TOTAL: &str = "canary_proxy_shielded_total";
 pub const RETRIES_TOTAL: &str = "canary_proxy_retries_total";
 pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "canary_proxy_retry_budget_exhausted_total";
 pub const ENDPOINT_EJECTIONS_TOTAL: &str = "canary_proxy_endpoint_ejections_total";
+pub const ACCESS_LOG_DROPPED_TOTAL: &str = "canary_proxy_access_log_dropped_total";
+pub const WEBHOOK_DELIVERIES_TOTAL: &str = "canary_proxy_webhook_deliveries_total";
+pub const WEBHOOK_DROPPED_TOTAL: &str = "canary_proxy_webhook_dropped_total";
 
 /// Upper bounds of `request_duration_seconds`, in seconds. From sub-millisecond (a
 /// sidecar hop on loopback) to 30 s (the default `request_timeout`), roughly ×2–2.5
@@ -94,6 +97,21 @@ pub struct PathMeters {
     ejections: [Counter; 2],
 }
 
+/// The webhook notifier's handles (SPEC §9): POST attempts by result, and events given
+/// up by reason. Cheap to clone (each handle is an `Arc`).
+#[derive(Debug, Clone)]
+pub struct WebhookMeters {
+    /// `webhook_deliveries_total{result="success"}`: a POST answered 2xx.
+    pub success: Counter,
+    /// `webhook_deliveries_total{result="failure"}`: a POST that failed (error,
+    /// timeout, non-2xx); each retry counts again.
+    pub failure: Counter,
+    /// `webhook_dropped_total{reason="queue_full"}`: the queue of pending events was full.
+    pub queue_full: Counter,
+    /// `webhook_dropped_total{reason="retries_exhausted"}`: every attempt failed.
+    pub retries_exhausted: Counter,
+}
+
 /// Rollback reasons (`reason` label of `rollbacks_total`).
 pub const ROLLBACK_REASONS: [&str; 6] = [
     "error_rate",
@@ -115,6 +133,9 @@ pub struct Telemetry {
     open_connections_gauge: Gauge,
     /// Maintained by the listener; copied into the gauge at scrape time.
     pub open_connections: Arc<AtomicUsize>,
+    /// `access_log_dropped_total`: access log lines lost (the writer fell behind, or a
+    /// write failed).
+    pub access_log_dropped: Counter,
 }
 
 /// The handles of one route.
@@ -162,6 +183,7 @@ impl Telemetry {
             recorder.register_gauge(&Key::from_name(CONFIG_LAST_RELOAD_SUCCESS), &METADATA);
         let open_connections_gauge =
             recorder.register_gauge(&Key::from_name(OPEN_CONNECTIONS), &METADATA);
+        let access_log_dropped = counter(ACCESS_LOG_DROPPED_TOTAL, vec![]);
         recorder
             .register_gauge(
                 &Key::from_parts(
@@ -179,6 +201,7 @@ impl Telemetry {
             last_reload_success,
             open_connections_gauge,
             open_connections: Arc::new(AtomicUsize::new(0)),
+            access_log_dropped,
         })
     }
 
@@ -279,6 +302,22 @@ impl Telemetry {
             retry_budget_exhausted: counter(RETRY_BUDGET_EXHAUSTED_TOTAL, &[]),
             ejections: sides
                 .map(|side| counter(ENDPOINT_EJECTIONS_TOTAL, &[("upstream", side_label(side))])),
+        }
+    }
+
+    /// The webhook notifier's handles.
+    pub fn webhook_meters(&self) -> WebhookMeters {
+        let counter = |name: &'static str, label: &'static str, value: &'static str| {
+            self.recorder.register_counter(
+                &Key::from_parts(name, vec![Label::new(label, value)]),
+                &METADATA,
+            )
+        };
+        WebhookMeters {
+            success: counter(WEBHOOK_DELIVERIES_TOTAL, "result", "success"),
+            failure: counter(WEBHOOK_DELIVERIES_TOTAL, "result", "failure"),
+            queue_full: counter(WEBHOOK_DROPPED_TOTAL, "reason", "queue_full"),
+            retries_exhausted: counter(WEBHOOK_DROPPED_TOTAL, "reason", "retries_exhausted"),
         }
     }
 
@@ -519,6 +558,17 @@ fn describe(recorder: &PrometheusRecorder) {
         "Shield retries refused because the route's retry budget was spent.",
     );
     c(ENDPOINT_EJECTIONS_TOTAL, None, "Endpoints taken out of rotation after consecutive connect failures or resets, by route and side.");
+    c(ACCESS_LOG_DROPPED_TOTAL, None, "Access log lines lost: the writer fell behind (its queue of 8192 lines was full) or a write failed.");
+    c(
+        WEBHOOK_DELIVERIES_TOTAL,
+        None,
+        "Webhook POST attempts by result (success|failure); each retry counts.",
+    );
+    c(
+        WEBHOOK_DROPPED_TOTAL,
+        None,
+        "Events the webhook never received, by reason (queue_full|retries_exhausted).",
+    );
 }
 
 // === impl RouteMeters (verdict) ===

@@ -716,7 +716,12 @@ fn kubernetes_config_passes_check() {
     let token = dir.path().join("admin-token");
     std::fs::write(&token, "test-token\n").unwrap();
     let config = dir.path().join("proxy.toml");
-    std::fs::write(&config, toml.replace(TOKEN_FILE, token.to_str().unwrap())).unwrap();
+    // `check` probes the state dir (creates it): point it into the tempdir.
+    let state = dir.path().join("state");
+    let toml = toml
+        .replace(TOKEN_FILE, token.to_str().unwrap())
+        .replace("/var/lib/canary-proxy", state.to_str().unwrap());
+    std::fs::write(&config, toml).unwrap();
     let out = Command::new(BIN)
         .args(["check", "-c", config.to_str().unwrap()])
         .output()
@@ -789,7 +794,11 @@ fn dockerfile_runs_the_release_binary_as_non_root() {
     assert!(config.server.listen.ip().is_unspecified());
     assert!(config.admin.as_ref().unwrap().listen.ip().is_unspecified());
     let state = &config.state.as_ref().unwrap().dir;
-    assert!(!state.starts_with("/etc/canary-proxy"), "{}", state.display());
+    assert!(
+        !state.starts_with("/etc/canary-proxy"),
+        "{}",
+        state.display()
+    );
     assert!(dockerfile.contains("cargo build --release --locked"));
     assert!(dockerfile.contains("/usr/local/bin/canary-proxy"));
 }

@@ -7,6 +7,7 @@
 //! and floats): deserialization stops at the first error, while `validate` reports
 //! every problem at once, so the more that is checked there, the better the report.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
@@ -25,6 +26,8 @@ pub(super) struct RawConfig {
     pub(super) state: Option<Spanned<RawState>>,
     /// `[notify]`; absent means no webhook.
     pub(super) notify: Option<Spanned<RawNotify>>,
+    /// `[log]`; absent means no access log and no side header.
+    pub(super) log: Option<Spanned<RawLog>>,
     /// `[[route]]`; at least one is required (checked in `validate`).
     pub(super) route: Option<Spanned<Vec<Spanned<RawRoute>>>>,
 }
@@ -83,8 +86,32 @@ pub(super) struct RawState {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawNotify {
-    /// `http://host[:port]/path` receiving decision events.
+    /// `http(s)://host[:port]/path` receiving decision events.
     pub(super) webhook: Option<Spanned<String>>,
+    /// CA bundle that verifies an `https://` webhook (default: the webpki roots).
+    pub(super) ca_file: Option<Spanned<String>>,
+    /// Extra request headers, name -> value (e.g. `Authorization`).
+    pub(super) headers: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    /// File holding the HMAC-SHA256 signing key, relative to the config file's directory.
+    pub(super) secret_file: Option<Spanned<String>>,
+    /// Event kinds to deliver (default: the decisions).
+    pub(super) events: Option<Spanned<Vec<Spanned<String>>>>,
+    /// POST attempts per event. Signed so a negative value gets a range message.
+    pub(super) max_attempts: Option<Spanned<i64>>,
+    /// Humantime duration: the first retry delay (then doubled).
+    pub(super) backoff: Option<Spanned<String>>,
+    /// Humantime duration: one attempt, connect to response head.
+    pub(super) timeout: Option<Spanned<String>>,
+}
+
+/// `[log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    /// `"stderr"` or a file path, relative to the config file's directory.
+    pub(super) access: Option<Spanned<String>>,
+    /// Add `x-canary-proxy-side` to responses.
+    pub(super) side_header: Option<Spanned<bool>>,
 }
 
 /// One `[[route]]`.

@@ -16,12 +16,15 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawAdmin, RawConfig, RawNotify, RawRoute, RawServer, RawServerTls, RawState};
+use super::raw::{RawAdmin, RawConfig, RawLog, RawRoute, RawServer, RawServerTls, RawState};
 use super::{
-    AdminConfig, Config, Invalid, NotifyConfig, RouteConfig, ServerConfig, ServerTls, StateConfig,
+    AccessLogTarget, AdminConfig, Config, Invalid, LoadOptions, Loaded, LogConfig, NotChecked,
+    RouteConfig, ServerConfig, ServerTls, StateConfig,
 };
 
 mod fields;
+mod notify;
+mod offline;
 mod route;
 mod shield;
 mod syntax;
@@ -50,6 +53,10 @@ struct Ctx<'a> {
     /// The config file's directory: relative paths resolve against it.
     base: PathBuf,
     errors: Vec<Invalid>,
+    /// `check --offline`: the files the config names are not read (`offline`).
+    offline: bool,
+    /// The files an offline load did not read.
+    not_checked: Vec<NotChecked>,
 }
 
 /// Parses and validates a config file's text.
@@ -58,6 +65,17 @@ struct Ctx<'a> {
 /// directory anchors relative paths (`token_file`, `state.dir`). The admin token file
 /// is read here, so a missing token is reported with the rest of the config.
 pub fn parse_str(src: &str, path: &Path) -> Result<Config, Vec<Invalid>> {
+    parse_str_with(src, path, LoadOptions::default()).map(|loaded| loaded.config)
+}
+
+/// `parse_str` with options: with `offline`, the files the config names are listed in
+/// `Loaded::not_checked` instead of read (their paths are still resolved and must not
+/// be empty).
+pub fn parse_str_with(
+    src: &str,
+    path: &Path,
+    options: LoadOptions,
+) -> Result<Loaded, Vec<Invalid>> {
     let file = path.display().to_string();
     let raw: RawConfig = match toml::from_str(src) {
         Ok(raw) => raw,
@@ -68,6 +86,8 @@ pub fn parse_str(src: &str, path: &Path) -> Result<Config, Vec<Invalid>> {
         file,
         base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         errors: Vec::new(),
+        offline: options.offline,
+        not_checked: Vec::new(),
     };
 
     let server = cx.server(raw.server.as_ref());
@@ -78,6 +98,10 @@ pub fn parse_str(src: &str, path: &Path) -> Result<Config, Vec<Invalid>> {
         .map(|admin| cx.admin(admin, server_listen));
     let state = raw.state.as_ref().map(|state| cx.state(state));
     let notify = raw.notify.as_ref().map(|notify| cx.notify(notify));
+    let log = match &raw.log {
+        Some(log) => cx.log(log),
+        None => Some(LogConfig::default()),
+    };
     let routes = cx.routes(raw.route.as_ref());
 
     if !cx.errors.is_empty() {
@@ -85,11 +109,12 @@ pub fn parse_str(src: &str, path: &Path) -> Result<Config, Vec<Invalid>> {
     }
     // No error was recorded, so every section is `Some`; the `else` is unreachable in
     // practice but keeps this free of panics.
-    let (Some(server), Some(admin), Some(state), Some(notify), Some(routes)) = (
+    let (Some(server), Some(admin), Some(state), Some(notify), Some(log), Some(routes)) = (
         server,
         section(admin),
         section(state),
         section(notify),
+        log,
         routes,
     ) else {
         return Err(vec![cx.invalid(
@@ -98,13 +123,18 @@ pub fn parse_str(src: &str, path: &Path) -> Result<Config, Vec<Invalid>> {
             "internal error: invalid value without an error",
         )]);
     };
-    Ok(Config {
+    let config = Config {
         source: path.to_path_buf(),
         server,
         admin,
         state,
         notify,
+        log,
         routes,
+    };
+    Ok(Loaded {
+        config,
+        not_checked: cx.not_checked,
     })
 }
 
@@ -213,6 +243,26 @@ impl Ctx<'_> {
             Some(ca) => Some((self.path(ca, "server.tls.client_ca")?, ca.span())),
             None => None,
         };
+        if self.offline {
+            self.skip_offline("server.tls.cert", &cert_path);
+            self.skip_offline("server.tls.key", &key_path);
+            if let Some((ca, _)) = &client_ca {
+                self.skip_offline("server.tls.client_ca", ca);
+            }
+            let config = match offline::placeholder_server_config() {
+                Ok(config) => config,
+                Err(err) => {
+                    self.error(raw.span(), "server.tls", err.to_string());
+                    return None;
+                }
+            };
+            return Some(ServerTls {
+                cert: cert_path,
+                key: key_path,
+                client_ca: client_ca.map(|(path, _)| path),
+                config: std::sync::Arc::new(config),
+            });
+        }
         // Name the key whose file is at fault.
         if let Err(err) = crate::tls::load_certs(&cert_path) {
             self.error(cert.span(), "server.tls.cert", err.to_string());
@@ -270,7 +320,7 @@ impl Ctx<'_> {
         let (token, token_file) = match &admin.token_file {
             Some(file) => {
                 let (token, path) = self.token(file)?;
-                (Some(token), Some(path))
+                (token, Some(path))
             }
             None => (None, None),
         };
@@ -282,15 +332,19 @@ impl Ctx<'_> {
     }
 
     /// Reads the admin token: relative to the config's directory, trimmed, non-empty.
-    fn token(&mut self, file: &Spanned<String>) -> Option<(String, PathBuf)> {
+    /// Offline: not read (`None`).
+    fn token(&mut self, file: &Spanned<String>) -> Option<(Option<String>, PathBuf)> {
         let path = self.path(file, "admin.token_file")?;
+        if self.skip_offline("admin.token_file", &path) {
+            return Some((None, path));
+        }
         match std::fs::read_to_string(&path) {
             Ok(text) if text.trim().is_empty() => {
                 let message = format!("token file is empty: {}", path.display());
                 self.error(file.span(), "admin.token_file", message);
                 None
             }
-            Ok(text) => Some((text.trim().to_owned(), path)),
+            Ok(text) => Some((Some(text.trim().to_owned()), path)),
             Err(err) => {
                 let message = format!("cannot read token file {}: {err}", path.display());
                 self.error(file.span(), "admin.token_file", message);
@@ -309,13 +363,30 @@ impl Ctx<'_> {
         })
     }
 
-    fn notify(&mut self, raw: &Spanned<RawNotify>) -> Option<NotifyConfig> {
-        let Some(webhook) = &raw.get_ref().webhook else {
-            self.missing(raw.span(), "notify.webhook");
-            return None;
+    /// `[log]`: `access` is `"stderr"` or a path (resolved against the config's
+    /// directory; the file is opened when the proxy starts or reloads, not here).
+    fn log(&mut self, raw: &Spanned<RawLog>) -> Option<LogConfig> {
+        let log = raw.get_ref();
+        let access = match &log.access {
+            None => Some(None),
+            Some(value) => match value.get_ref().trim() {
+                "stderr" => Some(Some(AccessLogTarget::Stderr)),
+                "stdout" | "-" => {
+                    let message = format!(
+                        "`{}` is not a destination: use \"stderr\" or a file path (\"/dev/stdout\" for standard output)",
+                        value.get_ref()
+                    );
+                    self.error(value.span(), "log.access", message);
+                    None
+                }
+                _ => self
+                    .path(value, "log.access")
+                    .map(|path| Some(AccessLogTarget::File(path))),
+            },
         };
-        Some(NotifyConfig {
-            webhook: self.webhook(webhook)?,
+        Some(LogConfig {
+            access: access?,
+            side_header: log.side_header.as_ref().is_some_and(|v| *v.get_ref()),
         })
     }
 

@@ -24,12 +24,15 @@ use crate::upstream::{Failed, HealthChange, Lease, RequestBody, Sent, Target, Up
 
 /// A response head from one side.
 #[derive(Debug)]
-pub struct Exchange {
+pub struct Exchange<'r> {
     pub response: Response<Incoming>,
     /// Returns the connection to its pool; lives as long as the response body.
     pub lease: Option<Lease>,
     /// From the attempt's start to the response head.
     pub latency: Duration,
+    /// The endpoint that answered (`host:port`), for the access log: a reference into
+    /// the route, so the request path copies nothing when the log is off.
+    pub endpoint: &'r Authority,
 }
 
 /// Sends `parts` + `body` to `side` of `route`, giving up at `deadline`; `start` is
@@ -43,7 +46,7 @@ pub async fn send(
     start: Instant,
     deadline: Instant,
     timeout: Duration,
-) -> Result<Exchange, Failed> {
+) -> Result<Exchange<'_>, Failed> {
     let upstream = route.upstream(side);
     let mut req = Request::from_parts(parts, body);
     let tries = upstream.len().max(1);
@@ -69,6 +72,7 @@ pub async fn send(
                     response,
                     lease,
                     latency: start.elapsed(),
+                    endpoint: &target.authority,
                 });
             }
             Ok(Err(failed)) => failed,

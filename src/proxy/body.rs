@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
+use crate::access_log::Pending;
 use crate::rollout::{Outcome, RouteRuntime};
 use crate::routing::Side;
 use crate::telemetry::{Class, ErrorKind};
@@ -34,8 +35,10 @@ pin_project! {
             meter: Option<Meter>,
             // Returns the upstream connection to its pool when the body is dropped.
             lease: Option<Lease>,
+            // The access log line (`[log] access`), sent when the body is dropped.
+            log: Option<Pending>,
         },
-        Synthetic { #[pin] body: Full<Bytes> },
+        Synthetic { #[pin] body: Full<Bytes>, log: Option<Pending> },
     }
 }
 
@@ -57,17 +60,36 @@ impl ProxyBody {
     pub fn text(text: impl Into<Bytes>) -> ProxyBody {
         ProxyBody::Synthetic {
             body: Full::new(text.into()),
+            log: None,
         }
     }
 
     pub fn empty() -> ProxyBody {
         ProxyBody::Synthetic {
             body: Full::new(Bytes::new()),
+            log: None,
         }
     }
 
     pub fn upstream(body: Incoming, meter: Option<Meter>, lease: Option<Lease>) -> ProxyBody {
-        ProxyBody::Upstream { body, meter, lease }
+        ProxyBody::Upstream {
+            body,
+            meter,
+            lease,
+            log: None,
+        }
+    }
+
+    /// Counts the bytes this body passes on into `pending`, the request's access log
+    /// line, which is sent when the body is dropped (at its end, or when the client
+    /// goes away).
+    pub fn with_access_log(mut self, pending: Pending) -> ProxyBody {
+        match &mut self {
+            ProxyBody::Upstream { log, .. } | ProxyBody::Synthetic { log, .. } => {
+                *log = Some(pending);
+            }
+        }
+        self
     }
 }
 
@@ -81,9 +103,15 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
             ProxyBodyProj::Upstream {
-                mut body, meter, ..
+                mut body,
+                meter,
+                log,
+                ..
             } => {
                 let polled = body.as_mut().poll_frame(cx);
+                if let Some(log) = log {
+                    count(log, &polled);
+                }
                 if let Some(meter) = meter {
                     match &polled {
                         Poll::Ready(Some(Ok(frame))) => {
@@ -101,8 +129,13 @@ impl Body for ProxyBody {
                 }
                 polled
             }
-            ProxyBodyProj::Synthetic { body } => match body.poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            ProxyBodyProj::Synthetic { body, log } => match body.poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let (Some(log), Some(data)) = (log, frame.data_ref()) {
+                        log.add_bytes(data.len());
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
                 Poll::Ready(Some(Err(never))) => match never {},
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
@@ -113,14 +146,14 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
-            ProxyBody::Synthetic { body } => body.is_end_stream(),
+            ProxyBody::Synthetic { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream { body, .. } => body.size_hint(),
-            ProxyBody::Synthetic { body } => body.size_hint(),
+            ProxyBody::Synthetic { body, .. } => body.size_hint(),
         }
     }
 }
@@ -171,6 +204,15 @@ impl Meter {
 impl Drop for Meter {
     fn drop(&mut self) {
         self.finish(None);
+    }
+}
+
+/// Adds a data frame's length to the access log line.
+fn count(log: &mut Pending, polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) {
+    if let Poll::Ready(Some(Ok(frame))) = polled {
+        if let Some(data) = frame.data_ref() {
+            log.add_bytes(data.len());
+        }
     }
 }
 

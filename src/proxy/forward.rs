@@ -11,17 +11,19 @@ use http::header::{
     FORWARDED, HOST, TE, TRANSFER_ENCODING, UPGRADE,
 };
 use http::request::Parts;
+use http::uri::Authority;
 use http::{Extensions, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use crate::access_log::{Hooks, Pending, SIDE_HEADER};
 use crate::error::ProxyError;
 use crate::proxy::attempt::{self, Exchange};
 use crate::proxy::body::{grpc_failed, Meter, ProxyBody};
 use crate::proxy::rescue::rescue;
 use crate::rollout::Outcome;
-use crate::routing::{Reason, Route, Shield, Side, Snapshot};
+use crate::routing::{Decision, Reason, Route, Shield, Side, Snapshot};
 use crate::telemetry::{Class, ErrorKind, RetryReason};
 use crate::upstream::{Failed, RequestBody};
 
@@ -77,17 +79,23 @@ pub async fn proxy(
 ) -> Response<ProxyBody> {
     let request_id = request_id(req.headers());
     let downstream_h1 = req.version() < Version::HTTP_2;
+    // `[log]` (SPEC §12): when it is off, this is the one check the request pays.
+    let hooks = snapshot.log.as_deref();
+    let pending = hooks
+        .and_then(|hooks| hooks.access.as_ref())
+        .map(|log| Pending::start(log, req.method(), req.uri(), &request_id));
+    let mut note = Note::default();
     let (route, result) = match check_head(&req, snapshot.server().max_header_bytes) {
         Err(err) => (None, Err(err)),
         Ok(host) => match snapshot.find(host, req.uri().path()) {
             None => (None, Err(ProxyError::NoRoute)),
             Some(route) => (
                 Some(route),
-                forward(&snapshot, route, conn, req, &request_id).await,
+                forward(&snapshot, route, conn, req, &request_id, &mut note).await,
             ),
         },
     };
-    let response = match result {
+    let mut response = match result {
         Ok(mut response) => {
             response.headers_mut().insert(X_REQUEST_ID, request_id);
             response
@@ -116,18 +124,85 @@ pub async fn proxy(
             status.is_server_error() || route.error_statuses.iter().any(|m| m.matches(status));
         route.runtime.record_response(error);
     }
+    if let Some(hooks) = hooks {
+        response = observe(hooks, response, route, &note, pending);
+    }
     response
 }
 
-async fn forward(
+/// What the access log and the side header need from `forward`: filled on every
+/// request (a few plain stores), read only when `[log]` is on.
+#[derive(Debug, Default)]
+struct Note<'r> {
+    /// The side chosen, then the side that answered.
+    side: Option<Side>,
+    reason: Option<Reason>,
+    bucket: Option<u16>,
+    /// The endpoint whose response the client gets.
+    endpoint: Option<&'r Authority>,
+    /// Stable answered a failed canary attempt.
+    shielded: bool,
+}
+
+/// `[log]`: names the side in a response header, and hands the access log line to the
+/// response body, which sends it when it ends. Out of line: the common path has `[log]`
+/// off and never comes here.
+#[inline(never)]
+fn observe(
+    hooks: &Hooks,
+    mut response: Response<ProxyBody>,
+    route: Option<&Route>,
+    note: &Note<'_>,
+    pending: Option<Pending>,
+) -> Response<ProxyBody> {
+    if hooks.side_header {
+        if let (Some(route), Some(side)) = (route, note.side) {
+            response
+                .headers_mut()
+                .insert(SIDE_HEADER, route.side_header(side));
+        }
+    }
+    let Some(mut pending) = pending else {
+        return response;
+    };
+    if let Some(entry) = pending.entry() {
+        let status = response.status();
+        entry.status = status.as_u16();
+        // A proxy-made 5xx after the side was chosen: no upstream answered.
+        entry.class = if note.side.is_some() && note.endpoint.is_none() && status.is_server_error()
+        {
+            Class::Error
+        } else {
+            Class::of(status)
+        };
+        entry.route = route.map(|route| Arc::clone(&route.name));
+        entry.canary_version = route.and_then(|route| route.canary_version.clone());
+        entry.side = note.side;
+        entry.reason = note.reason.map(Reason::as_str);
+        entry.bucket = note.bucket;
+        entry.upstream = note.endpoint.cloned();
+        entry.shielded = note.shielded;
+    }
+    response.map(|body| body.with_access_log(pending))
+}
+
+async fn forward<'r>(
     snapshot: &Snapshot,
-    route: &Route,
+    route: &'r Route,
     conn: &ConnInfo,
     req: Request<Incoming>,
     request_id: &HeaderValue,
+    note: &mut Note<'r>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let (side, reason) = route.decide(req.headers(), conn.peer.ip());
+    let Decision {
+        side,
+        reason,
+        bucket,
+    } = route.decision(req.headers(), conn.peer.ip());
     tracing::trace!(route = %route.name, side = side.as_str(), ?reason, "side chosen");
+    note.side = Some(side);
+    note.reason = Some(reason);
+    note.bucket = bucket;
 
     let (mut parts, body) = req.into_parts();
     let downstream_version = parts.version;
@@ -171,6 +246,7 @@ async fn forward(
         .and_then(|s| s.config.per_try_timeout)
         .map_or(request_timeout, |t| t.min(request_timeout));
 
+    let first_side = side;
     let first = attempt::send(route, side, parts, body, start, start + per_try, per_try).await;
     let (side, exchange) = match shield {
         None => (side, first.map_err(|f| f.error)?),
@@ -187,11 +263,15 @@ async fn forward(
             .await?
         }
     };
+    note.side = Some(side);
+    note.shielded = side != first_side;
     let Exchange {
         mut response,
         lease,
         latency,
+        endpoint,
     } = exchange;
+    note.endpoint = Some(endpoint);
     let status = response.status();
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -231,14 +311,14 @@ async fn forward(
 /// the request allows it and the retry budget has room; the client gets stable's
 /// answer. The canary's failure has been recorded in its judgement already (by the
 /// attempt, or here for a failing status), exactly as without the shield.
-async fn shielded(
-    route: &Route,
+async fn shielded<'r>(
+    route: &'r Route,
     shield: &Shield,
-    first: Result<Exchange, Failed>,
+    first: Result<Exchange<'r>, Failed>,
     spare: Option<(Parts, RequestBody)>,
     deadline: tokio::time::Instant,
     request_timeout: Duration,
-) -> Result<(Side, Exchange), ProxyError> {
+) -> Result<(Side, Exchange<'r>), ProxyError> {
     // What the client gets if stable is not tried, and what stable would be sent.
     let (fallback, retry) = match first {
         Ok(exchange) => {
@@ -259,7 +339,7 @@ async fn shielded(
         },
     };
     let now = tokio::time::Instant::now();
-    let give_up = |fallback: Result<Exchange, ProxyError>| fallback.map(|e| (Side::Canary, e));
+    let give_up = |fallback: Result<Exchange<'r>, ProxyError>| fallback.map(|e| (Side::Canary, e));
     if now >= deadline {
         return give_up(fallback);
     }

@@ -50,8 +50,18 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Every connection finished within `drain_timeout`.
+    Clean,
+    /// `drain_timeout` elapsed; this many connections were still open and are cut.
+    Cut { connections: usize },
+}
+
 /// Accepts on `listener` until `shutdown` resolves, then stops accepting and lets
-/// in-flight requests finish for up to `drain_timeout`. Returns when drained. A
+/// in-flight requests finish for up to `drain_timeout`. Returns when drained (or the
+/// timeout elapsed: `Drain::Cut`, and the caller's return closes the rest). A
 /// listener received on `rebind` (a reload changed `listen`) replaces the current one;
 /// connections accepted on the old one carry on.
 pub async fn serve(
@@ -60,7 +70,7 @@ pub async fn serve(
     open_connections: Arc<AtomicUsize>,
     mut rebind: mpsc::UnboundedReceiver<TcpListener>,
     shutdown: impl Future<Output = ()>,
-) {
+) -> Drain {
     let graceful = GracefulShutdown::new();
     let (drain_tx, drain_rx) = watch::channel(false);
     tokio::pin!(shutdown);
@@ -124,11 +134,20 @@ pub async fn serve(
     let drain_timeout = snapshots.load().server().drain_timeout;
     tracing::info!(?drain_timeout, "stopped accepting; draining connections");
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(drain_timeout) => tracing::warn!(
-            remaining = open_connections.load(Ordering::Relaxed),
-            "drain timeout elapsed; closing remaining connections"
-        ),
+        // Drained wins a tie (`drain_timeout = "0s"` with nothing open is clean).
+        biased;
+        () = graceful.shutdown() => {
+            tracing::info!("all connections drained");
+            Drain::Clean
+        }
+        () = tokio::time::sleep(drain_timeout) => {
+            let connections = open_connections.load(Ordering::Relaxed);
+            tracing::warn!(
+                remaining = connections,
+                "drain timeout elapsed; closing remaining connections"
+            );
+            Drain::Cut { connections }
+        }
     }
 }
 

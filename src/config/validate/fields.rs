@@ -235,7 +235,8 @@ impl Ctx<'_> {
         }
     }
 
-    /// `header:NAME`, `cookie:NAME` or `client_ip`.
+    /// `header:NAME`, `cookie:NAME`, `client_ip` or `forwarded_for:N` (N = 1..=255
+    /// trusted proxies in front).
     pub(super) fn sticky_source(
         &mut self,
         value: &Spanned<String>,
@@ -250,11 +251,21 @@ impl Ctx<'_> {
             Some(("cookie", name)) if !name.is_empty() && name.chars().all(is_tchar) => {
                 Some(StickySource::Cookie(name.to_owned()))
             }
+            Some(("forwarded_for", hops)) => {
+                let hops = hops.parse::<std::num::NonZeroU8>().ok();
+                if hops.is_none() {
+                    let message = format!(
+                        "invalid sticky source `{raw}`: N in \"forwarded_for:N\" is the number of trusted proxies in front of this one, 1..=255 (1: the address the nearest one appended to X-Forwarded-For)"
+                    );
+                    self.error(value.span(), key, message);
+                }
+                return hops.map(StickySource::ForwardedFor);
+            }
             _ => None,
         };
         if valid.is_none() {
             let message = format!(
-                "invalid sticky source `{raw}`: use \"header:NAME\", \"cookie:NAME\" or \"client_ip\" (NAME a valid header or cookie name)"
+                "invalid sticky source `{raw}`: use \"header:NAME\", \"cookie:NAME\", \"client_ip\" or \"forwarded_for:N\" (NAME a valid header or cookie name, N the number of trusted proxies in front)"
             );
             self.error(value.span(), key, message);
         }
@@ -288,37 +299,6 @@ impl Ctx<'_> {
             self.error(value.span(), key, message);
         }
         matched
-    }
-
-    /// An `http://` URI with a host.
-    pub(super) fn webhook(&mut self, value: &Spanned<String>) -> Option<http::Uri> {
-        const KEY: &str = "notify.webhook";
-        let uri = value.get_ref().parse::<http::Uri>().ok();
-        let scheme = uri
-            .as_ref()
-            .and_then(|uri| uri.scheme_str())
-            .map(str::to_ascii_lowercase);
-        match (uri, scheme.as_deref()) {
-            (Some(uri), Some("http")) if uri.authority().is_some_and(|a| !a.host().is_empty()) => {
-                Some(uri)
-            }
-            (_, Some("https")) => {
-                self.error(
-                    value.span(),
-                    KEY,
-                    "https webhooks are not supported yet; use http://",
-                );
-                None
-            }
-            _ => {
-                let message = format!(
-                    "`{}` is not an http:// URL with a host, e.g. http://hooks.internal:8080/canary",
-                    value.get_ref()
-                );
-                self.error(value.span(), KEY, message);
-                None
-            }
-        }
     }
 }
 

@@ -293,16 +293,31 @@ impl Ctx<'_> {
                 return None;
             }
         };
-        if let Some((ca, span)) = &ca_file {
+        if self.offline {
+            // Not read: a placeholder config (the webpki roots, no client certificate).
+            if let Some((ca, _)) = &ca_file {
+                self.skip_offline(&format!("{key}.ca_file"), ca);
+            }
+            if let Some((cert, client_key, _)) = &client_cert {
+                self.skip_offline(&format!("{key}.client_cert"), cert);
+                self.skip_offline(&format!("{key}.client_key"), client_key);
+            }
+        }
+        let (ca_path, pair) = if self.offline {
+            (None, None)
+        } else {
+            let pair = client_cert
+                .as_ref()
+                .map(|(c, k, _)| (c.as_path(), k.as_path()));
+            (ca_file.as_ref().map(|(p, _)| p.as_path()), pair)
+        };
+        if let (Some(ca), Some((_, span))) = (ca_path, &ca_file) {
             if let Err(err) = crate::tls::load_certs(ca) {
                 self.error(span.clone(), &format!("{key}.ca_file"), err.to_string());
                 return None;
             }
         }
-        let pair = client_cert
-            .as_ref()
-            .map(|(c, k, _)| (c.as_path(), k.as_path()));
-        match crate::tls::client_config(ca_file.as_ref().map(|(p, _)| p.as_path()), pair) {
+        match crate::tls::client_config(ca_path, pair) {
             Ok(config) => Some(Some(UpstreamTls {
                 ca_file: ca_file.map(|(p, _)| p),
                 server_name,

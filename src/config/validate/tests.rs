@@ -5,9 +5,12 @@ use http::header::HeaderName;
 use http::StatusCode;
 
 use super::*;
-use crate::config::{Protocol, Scheme, StatusMatch, StickySource, Weight};
+use crate::config::{
+    AccessLogTarget, LogConfig, Protocol, Scheme, StatusMatch, StickySource, Weight,
+};
 
 /// One file per area, so each stays short; helpers below are shared.
+mod notify;
 mod route;
 mod server;
 mod shield;
@@ -94,7 +97,7 @@ fn example_reads_the_token_and_resolves_paths() {
     assert_eq!(names, ["checkout", "search"]);
     let checkout = &config.routes[0];
     assert_eq!(checkout.canary_version.as_deref(), Some("v2.4.0"));
-    assert_eq!(checkout.rollout.as_ref().map(|r| r.steps.len()), Some(5));
+    assert_eq!(checkout.rollout.as_ref().map(|r| r.steps.len()), Some(4));
     assert_eq!(
         config.routes[1].canary_weight,
         Weight::from_basis_points(250).expect("bp")

@@ -196,6 +196,38 @@ fn rejects_bad_sticky() {
 }
 
 #[test]
+fn rejects_bad_forwarded_for_hops() {
+    for source in [
+        "forwarded_for:0",
+        "forwarded_for:x",
+        "forwarded_for:",
+        "forwarded_for:-1",
+        "forwarded_for:256",
+        "forwarded_for:1.5",
+    ] {
+        let src = route_with(&format!("sticky = [\"{source}\", \"client_ip\"]"));
+        let error = rejects(&src, "route[0].sticky[0]", 6, "invalid sticky source");
+        assert!(error.message.contains("trusted proxies"), "{error}");
+    }
+}
+
+#[test]
+fn forwarded_for_takes_a_hop_count() {
+    let config = valid(&route_with(
+        "sticky = [\"header:x-user-id\", \"forwarded_for:1\", \"forwarded_for:2\"]",
+    ));
+    let hops = |n| StickySource::ForwardedFor(std::num::NonZeroU8::new(n).unwrap());
+    assert_eq!(
+        config.routes[0].sticky,
+        [
+            StickySource::Header(HeaderName::from_static("x-user-id")),
+            hops(1),
+            hops(2)
+        ]
+    );
+}
+
+#[test]
 fn rejects_bad_override_header_salt_cohort_version() {
     rejects(
         &route_with("override_header = \"x canary\""),

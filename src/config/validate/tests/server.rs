@@ -1,4 +1,4 @@
-//! Rejections of toml-level errors and of `[server]`, `[admin]`, `[state]`, `[notify]`.
+//! Rejections of toml-level errors and of `[server]`, `[admin]`, `[state]` (`[notify]`: `notify.rs`).
 
 use super::*;
 
@@ -35,7 +35,7 @@ fn rejects_duplicate_key() {
     rejects(&src, "server.listen", 3, "duplicate key");
 }
 
-// --- [server], [admin], [state], [notify] ---
+// --- [server], [admin], [state] ---
 
 #[test]
 fn rejects_bad_listen() {
@@ -138,22 +138,6 @@ fn rejects_state_without_dir() {
 }
 
 #[test]
-fn rejects_bad_webhook() {
-    rejects(
-        &format!("[notify]\nwebhook = \"https://hooks/x\"\n{ROUTE}"),
-        "notify.webhook",
-        2,
-        "https webhooks are not supported yet",
-    );
-    rejects(
-        &format!("[notify]\nwebhook = \"hooks/x\"\n{ROUTE}"),
-        "notify.webhook",
-        2,
-        "http:// URL",
-    );
-}
-
-#[test]
 fn rejects_admin_on_the_server_port() {
     let src = format!("[server]\nlisten = \"0.0.0.0:9901\"\n[admin]\n{ROUTE}");
     rejects(&src, "admin.listen", 3, "clashes with server.listen");
@@ -164,4 +148,71 @@ fn rejects_admin_on_the_server_port() {
     valid(&format!(
         "[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.2:8080\"\n{ROUTE}"
     ));
+}
+
+// --- [log] ---
+
+#[test]
+fn log_is_off_by_default_and_resolves_its_path() {
+    let config = valid(ROUTE);
+    assert_eq!(config.log, LogConfig::default());
+    assert!(config.log.access.is_none() && !config.log.side_header);
+
+    let config = valid(&format!(
+        "[log]\naccess = \"stderr\"\nside_header = true\n{ROUTE}"
+    ));
+    assert_eq!(config.log.access, Some(AccessLogTarget::Stderr));
+    assert!(config.log.side_header);
+
+    // Relative to the config file's directory, like every other path; not created.
+    let config = valid(&format!("[log]\naccess = \"logs/access.log\"\n{ROUTE}"));
+    assert_eq!(
+        config.log.access,
+        Some(AccessLogTarget::File(PathBuf::from(
+            "/etc/canary/logs/access.log"
+        )))
+    );
+    let config = valid(&format!("[log]\naccess = \"/var/log/a.log\"\n{ROUTE}"));
+    assert_eq!(
+        config.log.access,
+        Some(AccessLogTarget::File(PathBuf::from("/var/log/a.log")))
+    );
+}
+
+#[test]
+fn rejects_empty_log_access() {
+    rejects(
+        &format!("[log]\naccess = \" \"\n{ROUTE}"),
+        "log.access",
+        2,
+        "must not be empty",
+    );
+}
+
+#[test]
+fn rejects_stdout_as_log_access() {
+    for name in ["stdout", "-"] {
+        rejects(
+            &format!("[log]\naccess = \"{name}\"\n{ROUTE}"),
+            "log.access",
+            2,
+            "\"/dev/stdout\" for standard output",
+        );
+    }
+}
+
+#[test]
+fn rejects_unknown_log_key_and_wrong_type() {
+    rejects(
+        &format!("[log]\nformat = \"json\"\n{ROUTE}"),
+        "log.format",
+        2,
+        "unknown field `format`",
+    );
+    rejects(
+        &format!("[log]\nside_header = \"yes\"\n{ROUTE}"),
+        "log.side_header",
+        2,
+        "expected a boolean",
+    );
 }
