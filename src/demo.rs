@@ -99,8 +99,12 @@ pub async fn run(options: DemoOptions) -> std::io::Result<Summary> {
     };
 
     let failing = Arc::new(AtomicBool::new(false));
-    let (stable, _) = backend("stable v1", None).await?;
-    let (canary, canary_failures) = backend("canary v2-demo", Some(Arc::clone(&failing))).await?;
+    let (stable, _, _) = backend("stable v1", None).await?;
+    let (canary, canary_failures, canary_served) =
+        backend("canary v2-demo", Some(Arc::clone(&failing))).await?;
+    // The canary's request count when it started failing: the rollback line reports
+    // what it did since then, not a window diluted by its healthy minutes.
+    let served_before_failing = Arc::new(AtomicU64::new(0));
     let state = tempfile_dir()?;
     let token_file = state.join("admin-token");
     std::fs::write(&token_file, "demo-token\n")?;
@@ -162,6 +166,7 @@ min_retries_per_second = 50
     );
 
     let start = Instant::now();
+    let started_wall = std::time::SystemTime::now();
     let runtime = Arc::clone(&snapshots.load().routes[0].runtime);
     let tally = Arc::new(Tally::default());
     let rolled_back_at: Arc<Mutex<Option<Instant>>> = Arc::default();
@@ -245,6 +250,10 @@ min_retries_per_second = 50
     let chaos = {
         let (runtime, failing) = (Arc::clone(&runtime), Arc::clone(&failing));
         let (failing_since, end_at) = (Arc::clone(&failing_since), Arc::clone(&end_at));
+        let (canary_served, served_before_failing) = (
+            Arc::clone(&canary_served),
+            Arc::clone(&served_before_failing),
+        );
         let (fail_after_half, fail_by, linger) =
             (timing.fail_after_half, timing.fail_by, timing.linger);
         tokio::spawn(async move {
@@ -256,6 +265,8 @@ min_retries_per_second = 50
                 if half_at.is_some_and(|at| at.elapsed() >= fail_after_half)
                     || start.elapsed() >= fail_by
                 {
+                    served_before_failing
+                        .store(canary_served.load(Ordering::Relaxed), Ordering::Relaxed);
                     failing.store(true, Ordering::Release);
                     *failing_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                     *end_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now() + linger;
@@ -283,7 +294,16 @@ min_retries_per_second = 50
         }
         for event in events.list().iter().skip(shown_events) {
             shown_events += 1;
-            let mut line = format!("  {:>5.1}s  ", elapsed.as_secs_f64());
+            // The decision's own time, not when this loop saw it.
+            let at = humantime::parse_rfc3339(&event.time)
+                .ok()
+                .and_then(|t| t.duration_since(started_wall).ok())
+                .unwrap_or(elapsed);
+            let mut line = format!("  {:>5.1}s  ", at.as_secs_f64());
+            let since_failing = canary_served
+                .load(Ordering::Relaxed)
+                .saturating_sub(served_before_failing.load(Ordering::Relaxed));
+            let failed = canary_failures.load(Ordering::Relaxed);
             let number = |key: &str| {
                 event
                     .details
@@ -295,26 +315,22 @@ min_retries_per_second = 50
                 "rollback" if event.reason.starts_with("sequential") => {
                     let _ = write!(
                         line,
-                        "<< ROLLBACK {}: {} (evidence {:.1} ≥ {:.1}; canary {:.1} % errors in the window vs stable {:.2} %)",
+                        "<< ROLLBACK {}: {} (evidence {:.1} ≥ {:.1}): {failed} of the last {since_failing} canary requests failed; stable baseline {:.2} %",
                         event.route.as_deref().unwrap_or("?"),
                         event.reason,
                         number("observed"),
                         number("threshold"),
-                        number("canary_errors") * 100.0 / number("canary_requests").max(1.0),
                         number("stable_rate") * 100.0,
                     );
                 }
                 "rollback" => {
                     let _ = write!(
                         line,
-                        "<< ROLLBACK {}: {} {:.1} % > {:.1} % ({} of {} canary requests failed in the {} s window)",
+                        "<< ROLLBACK {}: {} {:.1} % > {:.1} %: {failed} of the last {since_failing} canary requests failed",
                         event.route.as_deref().unwrap_or("?"),
                         event.reason,
                         number("observed") * 100.0,
                         number("threshold") * 100.0,
-                        number("canary_errors"),
-                        number("canary_requests"),
-                        number("window_seconds"),
                     );
                 }
                 kind => {
@@ -446,14 +462,16 @@ fn print_summary(s: &Summary) {
 }
 
 /// A backend: answers `body`, or 500 for 2 in 5 requests while `failing` is set.
-/// Returns its address and how many failing answers it has given.
+/// Returns its address, how many failing answers it has given and how many requests
+/// it has served.
 async fn backend(
     body: &'static str,
     failing: Option<Arc<AtomicBool>>,
-) -> std::io::Result<(SocketAddr, Arc<AtomicU64>)> {
+) -> std::io::Result<(SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let counter = Arc::new(AtomicU64::new(0));
+    let served = Arc::clone(&counter);
     let failures = Arc::new(AtomicU64::new(0));
     let failed = Arc::clone(&failures);
     tokio::spawn(async move {
@@ -487,7 +505,7 @@ async fn backend(
             });
         }
     });
-    Ok((addr, failures))
+    Ok((addr, failures, served))
 }
 
 /// A private temporary directory for the demo's token file.

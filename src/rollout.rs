@@ -827,13 +827,16 @@ impl RouteRuntime {
                 "persisted canary state"
             ),
             // The decision stands in memory and is reported; only its survival across a
-            // restart is lost.
-            Err(err) => tracing::error!(
-                route = %self.name,
-                dir = %dir.display(),
-                error = %err,
-                "cannot persist canary state"
-            ),
+            // restart is lost: counted, so an alert can say so.
+            Err(err) => {
+                self.shared.telemetry.state_write_failures.increment(1);
+                tracing::error!(
+                    route = %self.name,
+                    dir = %dir.display(),
+                    error = %err,
+                    "cannot persist canary state"
+                );
+            }
         }
     }
 

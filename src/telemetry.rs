@@ -31,6 +31,7 @@ pub const OPEN_CONNECTIONS: &str = "canary_proxy_open_connections";
 pub const BUILD_INFO: &str = "canary_proxy_build_info";
 pub const WOULD_ROLLBACK_TOTAL: &str = "canary_proxy_would_rollback_total";
 pub const RESPONSES_TOTAL: &str = "canary_proxy_responses_total";
+pub const STATE_WRITE_FAILURES_TOTAL: &str = "canary_proxy_state_write_failures_total";
 pub const SEQUENTIAL_EVIDENCE: &str = "canary_proxy_sequential_evidence";
 pub const SEQUENTIAL_EVIDENCE_BOUND: &str = "canary_proxy_sequential_evidence_bound";
 pub const CANARY_VERDICT: &str = "canary_proxy_canary_verdict";
@@ -129,6 +130,8 @@ pub struct Telemetry {
     handle: PrometheusHandle,
     pub reloads_success: Counter,
     pub reloads_failure: Counter,
+    /// Decisions that could not be written to `[state] dir`.
+    pub state_write_failures: Counter,
     pub last_reload_success: Gauge,
     open_connections_gauge: Gauge,
     /// Maintained by the listener; copied into the gauge at scrape time.
@@ -179,6 +182,7 @@ impl Telemetry {
         };
         let reloads_success = counter(CONFIG_RELOADS_TOTAL, vec![Label::new("result", "success")]);
         let reloads_failure = counter(CONFIG_RELOADS_TOTAL, vec![Label::new("result", "failure")]);
+        let state_write_failures = counter(STATE_WRITE_FAILURES_TOTAL, vec![]);
         let last_reload_success =
             recorder.register_gauge(&Key::from_name(CONFIG_LAST_RELOAD_SUCCESS), &METADATA);
         let open_connections_gauge =
@@ -198,6 +202,7 @@ impl Telemetry {
             handle,
             reloads_success,
             reloads_failure,
+            state_write_failures,
             last_reload_success,
             open_connections_gauge,
             open_connections: Arc::new(AtomicUsize::new(0)),
@@ -545,6 +550,7 @@ fn describe(recorder: &PrometheusRecorder) {
         None,
         "1 for the route's current verdict (healthy|undecided|failing), 0 otherwise.",
     );
+    c(STATE_WRITE_FAILURES_TOTAL, None, "Decisions that could not be written to [state] dir (they hold in memory but would not survive a restart).");
     c(RESPONSES_TOTAL, None, "Responses clients received, by route and class (1xx|2xx|3xx|4xx|5xx|error), proxy-made ones included; requests_total counts upstream attempts.");
     c(
         SHIELDED_TOTAL,

@@ -206,3 +206,23 @@ async fn the_verdict_and_its_evidence_are_metrics() {
     assert!(a.contains("\nprocess_resident_memory_bytes "), "{a}");
     assert!(a.contains("\nprocess_open_fds "), "{a}");
 }
+
+/// A decision that cannot be written still holds in memory, and says so: an error in
+/// the log and `canary_proxy_state_write_failures_total`.
+#[tokio::test]
+async fn a_decision_that_cannot_be_saved_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let stable = MockUpstream::start("stable").await;
+    let canary = MockUpstream::start("canary").await;
+    let proxy = TestProxy::start(&config(dir.path(), stable.addr, canary.addr)).await;
+    let failures = "canary_proxy_state_write_failures_total";
+    assert_eq!(proxy.metric(failures).await, 0.0);
+    // The state dir becomes a file: the next save cannot create its files.
+    let state = dir.path().join("state");
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::write(&state, "not a directory").unwrap();
+    let (status, body) = post(&proxy, "rollback", "tok-bob", "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(proxy.route_status("shop").await["state"], "rolled_back");
+    assert_eq!(proxy.metric(failures).await, 1.0);
+}
