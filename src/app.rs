@@ -257,6 +257,21 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// How many runtime worker threads to start, and where the number comes from:
+/// `[server] workers`, else one per CPU this process may run on. The standard library
+/// counts those from the affinity mask (`taskset`, a cpuset) and the cgroup CPU quota
+/// (a Kubernetes CPU limit of 500m gives 1 on a 64-core node), as linkerd2-proxy sizes
+/// its runtime: workers sharing one core only add wakeups and system time.
+pub fn workers(server: &crate::config::ServerConfig) -> (usize, &'static str) {
+    match server.workers {
+        Some(n) => (n, "[server] workers"),
+        None => (
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            "available CPUs (affinity mask, cgroup CPU quota)",
+        ),
+    }
+}
+
 /// Resolves on the first SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -54,6 +54,10 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// `tls`: terminate TLS (ALPN h2 + http/1.1) on the listener.
     pub tls: Option<ServerTls>,
+    /// Runtime worker threads (Envoy's `--concurrency`). `None`: one per CPU this
+    /// process may use (its affinity mask and cgroup CPU quota). 1..=1024; read at
+    /// start only.
+    pub workers: Option<usize>,
 }
 
 /// `[server] tls`, loaded and checked (the key matches the certificate).

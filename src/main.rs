@@ -202,7 +202,14 @@ fn name(command: &Command) -> &'static str {
 
 /// The multi-threaded runtime (one worker per available core).
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    runtime_with(workers)
+}
+
+/// The multi-threaded runtime with `workers` worker threads.
+fn runtime_with(workers: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
         .enable_all()
         .build()
         .map_err(|err| {
@@ -360,7 +367,9 @@ fn run(path: &Path) -> ExitCode {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let runtime = match runtime() {
+    let (workers, source) = canary_proxy::app::workers(&config.server);
+    tracing::info!(workers, source, "runtime worker threads");
+    let runtime = match runtime_with(workers) {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };

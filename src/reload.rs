@@ -253,6 +253,13 @@ impl Reloader {
                 )]
             })
         };
+        if next.server.workers != current.server.workers {
+            // The runtime is sized once, at start: say so rather than ignore the key.
+            return Err(vec![format!(
+                "{}: server.workers: changing the worker thread count needs a restart",
+                self.path.display()
+            )]);
+        }
         let listener = if next.server.listen != current.server.listen {
             Some(bind(next.server.listen, "server.listen").await?)
         } else {

@@ -50,6 +50,7 @@ pub(super) struct RawServer {
     pub(super) max_header_bytes: Option<Spanned<i64>>,
     /// Humantime duration; `0s` is allowed.
     pub(super) drain_timeout: Option<Spanned<String>>,
+    pub(super) workers: Option<Spanned<i64>>,
 }
 
 /// `[server] tls`.

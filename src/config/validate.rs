@@ -214,6 +214,22 @@ impl Ctx<'_> {
             }
             None => Some(DEFAULT_MAX_HEADER_BYTES),
         };
+        let workers = match &raw.workers {
+            Some(value) => {
+                let n = usize::try_from(*value.get_ref())
+                    .ok()
+                    .filter(|n| (1..=MAX_WORKERS).contains(n));
+                if n.is_none() {
+                    let message = format!(
+                        "must be between 1 and {MAX_WORKERS} worker threads, got {} (leave it out for one per available CPU)",
+                        value.get_ref()
+                    );
+                    self.error(value.span(), "server.workers", message);
+                }
+                n.map(Some)
+            }
+            None => Some(None),
+        };
         Some(ServerConfig {
             listen: listen?,
             connect_timeout: connect_timeout?,
@@ -222,6 +238,7 @@ impl Ctx<'_> {
             max_header_bytes: max_header_bytes?,
             drain_timeout: drain_timeout?,
             tls: tls?,
+            workers: workers?,
         })
     }
 
@@ -497,6 +514,9 @@ fn section<T>(checked: Option<Option<T>>) -> Option<Option<T>> {
     checked.map_or(Some(None), |value| value.map(Some))
 }
 
+/// More worker threads than this is a typo, not a machine.
+const MAX_WORKERS: usize = 1024;
+
 fn default_server() -> Option<ServerConfig> {
     Some(ServerConfig {
         listen: DEFAULT_LISTEN.parse().ok()?,
@@ -506,6 +526,7 @@ fn default_server() -> Option<ServerConfig> {
         max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         tls: None,
+        workers: None,
     })
 }
 

@@ -216,3 +216,18 @@ fn rejects_unknown_log_key_and_wrong_type() {
         "expected a boolean",
     );
 }
+
+#[test]
+fn workers_is_optional_and_bounded() {
+    assert_eq!(valid(ROUTE).server.workers, None);
+    let config = valid(&format!("[server]\nworkers = 2\n{ROUTE}"));
+    assert_eq!(config.server.workers, Some(2));
+    for bad in ["0", "-1", "1025"] {
+        rejects(
+            &format!("[server]\nworkers = {bad}\n{ROUTE}"),
+            "server.workers",
+            2,
+            "must be between 1 and 1024 worker threads",
+        );
+    }
+}
