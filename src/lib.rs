@@ -5,9 +5,13 @@
 //! - `config`: the TOML file → validated domain types (`Config`), every error located.
 //! - `routing`: a `Snapshot` per config generation; pure route lookup (`table`) and
 //!   sticky split (`split`).
-//! - `upstream`: pooled keep-alive clients (plain or rustls), endpoint selection.
+//! - `upstream`: keep-alive pools (`pool`, HTTP/1.1; `h2`, one multiplexed HTTP/2
+//!   connection per endpoint), the request body sent upstream (`body`: streamed, or
+//!   held for a retry), endpoint selection with passive health, the shield's retry
+//!   budget (`retry_budget`).
 //! - `tls`: rustls server and client configs (ring provider, PEM via pki-types).
-//! - `proxy`: the data path (accept, head checks, forward, stream, rescue).
+//! - `proxy`: the data path (accept, head checks, forward, one attempt per side with
+//!   endpoint failover (`attempt`), the shield's retry on stable, stream, rescue).
 //! - `error`: the data path's leaf errors, mapped to statuses in `proxy::rescue` only.
 //! - `rollout`: the canary's runtime: the window (`window`), the pure budget verdict
 //!   and state machine (`machine`), persisted decisions (`store`), the driver.
