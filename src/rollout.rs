@@ -741,7 +741,13 @@ impl RouteRuntime {
                 // The latch may close before the disk: it reports nothing and only
                 // sends traffic to stable.
                 self.rolled_back.store(true, Ordering::Release);
-                Some(breach.as_ref().map_or("manual", |b| b.kind.as_str()))
+                Some(
+                    breach
+                        .as_ref()
+                        .map_or(crate::telemetry::RollbackReason::Manual, |b| {
+                            b.kind.reason()
+                        }),
+                )
             }
             _ => None,
         };

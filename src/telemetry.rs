@@ -114,14 +114,41 @@ pub struct WebhookMeters {
 }
 
 /// Rollback reasons (`reason` label of `rollbacks_total`).
-pub const ROLLBACK_REASONS: [&str; 6] = [
-    "error_rate",
-    "error_rate_vs_stable",
-    "p99_latency",
-    "sequential_error_rate",
-    "sequential_latency",
-    "manual",
-];
+/// `reason` label of `rollbacks_total`: a closed set, so every series is registered
+/// up front and a new reason cannot be counted nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackReason {
+    ErrorRate,
+    ErrorRateVsStable,
+    P99Latency,
+    SequentialErrorRate,
+    SequentialLatency,
+    Manual,
+}
+
+// === impl RollbackReason ===
+
+impl RollbackReason {
+    pub const ALL: [RollbackReason; 6] = [
+        RollbackReason::ErrorRate,
+        RollbackReason::ErrorRateVsStable,
+        RollbackReason::P99Latency,
+        RollbackReason::SequentialErrorRate,
+        RollbackReason::SequentialLatency,
+        RollbackReason::Manual,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackReason::ErrorRate => "error_rate",
+            RollbackReason::ErrorRateVsStable => "error_rate_vs_stable",
+            RollbackReason::P99Latency => "p99_latency",
+            RollbackReason::SequentialErrorRate => "sequential_error_rate",
+            RollbackReason::SequentialLatency => "sequential_latency",
+            RollbackReason::Manual => "manual",
+        }
+    }
+}
 
 /// The process's metrics.
 #[derive(Debug)]
@@ -254,9 +281,11 @@ impl Telemetry {
             configured_ratio: self
                 .recorder
                 .register_gauge(&key(CANARY_CONFIGURED_WEIGHT_RATIO, &[]), &METADATA),
-            rollbacks: ROLLBACK_REASONS.map(|reason| {
-                self.recorder
-                    .register_counter(&key(ROLLBACKS_TOTAL, &[("reason", reason)]), &METADATA)
+            rollbacks: RollbackReason::ALL.map(|reason| {
+                self.recorder.register_counter(
+                    &key(ROLLBACKS_TOTAL, &[("reason", reason.as_str())]),
+                    &METADATA,
+                )
             }),
             states: Phase::ALL.map(|phase| {
                 self.recorder
@@ -666,10 +695,8 @@ impl RouteMeters {
         }
     }
 
-    pub fn rollback(&self, reason: &str) {
-        if let Some(i) = ROLLBACK_REASONS.iter().position(|r| *r == reason) {
-            self.rollbacks[i].increment(1);
-        }
+    pub fn rollback(&self, reason: RollbackReason) {
+        self.rollbacks[reason as usize].increment(1);
     }
 
     pub fn set_state(&self, phase: Phase) {
@@ -760,6 +787,17 @@ mod tests {
         );
         assert_eq!(lines[10], "h_bucket{route=\"z\",le=\"0.5\"} 1");
         assert_eq!(sorted_exposition(&sorted), sorted, "idempotent");
+    }
+
+    #[test]
+    fn rollback_reasons_index_their_counters_and_are_distinct() {
+        for (i, reason) in RollbackReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, i, "{reason:?}");
+        }
+        let mut names: Vec<_> = RollbackReason::ALL.map(RollbackReason::as_str).to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), RollbackReason::ALL.len());
     }
 
     #[test]

@@ -353,7 +353,7 @@ async fn a_changed_listen_address_is_bound_before_the_old_one_closes() {
     let client = client();
     assert_eq!(get(&client, &proxy.url("/"), &[]).await.0, StatusCode::OK);
 
-    let next = refused_addr().await; // a free ephemeral port
+    let next = free_addr().await;
     replace(
         &path,
         &text.replacen(

@@ -458,3 +458,45 @@ async fn grpc_is_shielded_only_when_nothing_was_sent() {
     assert_eq!(proxy.metric(&shielded).await, 0.0);
     assert_eq!(stable.requests(), 1);
 }
+
+/// The per-try timeout only cuts attempts stable could take over: a POST (not in
+/// `methods`) to a slow canary keeps the whole request_timeout and gets its answer.
+#[tokio::test]
+async fn a_request_that_cannot_be_retried_keeps_the_whole_request_timeout() {
+    let stable = MockUpstream::start("stable").await;
+    let canary = MockUpstream::start("canary").await;
+    let proxy = TestProxy::start(&shielded_route(
+        stable.addr,
+        canary.addr,
+        "[route.shield]\nper_try_timeout = \"100ms\"\n",
+    ))
+    .await;
+    let req = Request::post(proxy.url("/slow/400"))
+        .body(full("x"))
+        .unwrap();
+    let response = client().request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-served-by"], "canary");
+    let timeouts = series(ERRORS, "route=\"r\",upstream=\"canary\",kind=\"timeout\"");
+    assert_eq!(proxy.metric(&timeouts).await, 0.0);
+    assert_eq!(stable.requests(), 0);
+}
+
+/// A shielded status counts against the canary even when `error_statuses` would not
+/// count it (SPEC §11: the failure still counts).
+#[tokio::test]
+async fn a_shielded_status_counts_against_the_canary_whatever_error_statuses_says() {
+    let stable = MockUpstream::start("stable").await;
+    let canary = MockUpstream::start("canary").await;
+    let proxy = TestProxy::start(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{}[route.budget]\nerror_statuses = [500]\n[route.shield]\nstatuses = [429]\n",
+        route_toml("r", stable.addr, canary.addr, 100.0, "")
+    ))
+    .await;
+    let (status, headers, _) = get(&client(), &proxy.url("/status/429"), &[]).await;
+    // Stable answers the same path with its own 429: the client gets stable's.
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers["x-served-by"], "stable");
+    let errors = series(ERRORS, "route=\"r\",upstream=\"canary\",kind=\"status\"");
+    assert_eq!(proxy.metric(&errors).await, 1.0);
+}

@@ -79,18 +79,19 @@ pub async fn send(
             Err(_elapsed) => Failed::sent(ProxyError::Timeout(timeout)),
         };
         record_failure(route, side, &failed.error, start);
+        // The endpoint's fault (no connection, a reset, a hang, garbage) counts
+        // towards its ejection; the client's (its body failed) says nothing about it.
         let endpoint_fault = matches!(
             failed.error,
-            ProxyError::Connect(_) | ProxyError::ConnectTimeout(_) | ProxyError::Reset(_)
+            ProxyError::Connect(_)
+                | ProxyError::ConnectTimeout(_)
+                | ProxyError::Reset(_)
+                | ProxyError::Timeout(_)
+                | ProxyError::Protocol(_)
         );
-        health(
-            route,
-            side,
-            upstream,
-            target,
-            endpoint_fault,
-            Instant::now(),
-        );
+        if endpoint_fault {
+            health(route, side, upstream, target, true, Instant::now());
+        }
         match failed.unsent {
             Some(unsent) if attempt + 1 < tries && Instant::now() < deadline => {
                 tracing::debug!(route = %route.name, endpoint = %target.authority, error = %failed.error, "no connection; trying the side's next endpoint");

@@ -181,6 +181,11 @@ impl Meter {
         }
     }
 
+    /// Marks the exchange as failed with `kind` unless it already is.
+    pub fn fail(&mut self, kind: ErrorKind) {
+        self.error.get_or_insert(kind);
+    }
+
     fn trailers(&mut self, trailers: &HeaderMap) {
         if self.grpc && self.error.is_none() && grpc_failed(trailers) {
             self.error = Some(ErrorKind::Grpc);

@@ -233,21 +233,43 @@ async fn forward<'r>(
     let retry_on_stable =
         shield.filter(|s| s.config.methods.contains(&parts.method) && !is_grpc(&parts.headers));
     let body = match retry_on_stable {
-        // Boxed: the common path's future does not carry the buffering state.
-        Some(shield) => Box::pin(RequestBody::buffered(body, shield.config.max_body_bytes))
+        // Boxed: the common path's future does not carry the buffering state. The
+        // client's body read counts against request_timeout, not the canary's try.
+        Some(shield) => {
+            let buffered = tokio::time::timeout_at(
+                deadline,
+                Box::pin(RequestBody::buffered(body, shield.config.max_body_bytes)),
+            )
             .await
-            .map_err(|e| ProxyError::ClientAborted(e.into()))?,
+            .map_err(|_| {
+                ProxyError::ClientAborted("request body not received within request_timeout".into())
+            })?;
+            buffered.map_err(|e| ProxyError::ClientAborted(e.into()))?
+        }
         None => RequestBody::streaming(body),
     };
     // What stable gets if the canary attempt fails after sending: a copy, taken only
     // when the shield may need it (an eligible method and a body held whole).
     let spare = retry_on_stable.and_then(|_| body.try_clone().map(|b| (copy_head(&parts), b)));
-    let per_try = shield
-        .and_then(|s| s.config.per_try_timeout)
-        .map_or(request_timeout, |t| t.min(request_timeout));
+    // The per-try timeout only where stable can take over: a request that cannot be
+    // retried keeps the whole request_timeout.
+    let per_try = match (&spare, shield.and_then(|s| s.config.per_try_timeout)) {
+        (Some(_), Some(per_try)) => per_try.min(request_timeout),
+        _ => request_timeout,
+    };
 
     let first_side = side;
-    let first = attempt::send(route, side, parts, body, start, start + per_try, per_try).await;
+    let tried_at = tokio::time::Instant::now();
+    let first = attempt::send(
+        route,
+        side,
+        parts,
+        body,
+        tried_at,
+        (tried_at + per_try).min(deadline),
+        per_try,
+    )
+    .await;
     let (side, exchange) = match shield {
         None => (side, first.map_err(|f| f.error)?),
         // Boxed for the same reason.
@@ -348,16 +370,19 @@ async fn shielded<'r>(
         return give_up(fallback);
     }
     if let Ok(canary) = fallback {
-        // The canary's failing answer is not forwarded: settle its outcome now, as
-        // its body would have at its end.
+        // The canary's failing answer is not forwarded: settle its outcome now, as a
+        // failure whatever `error_statuses` says (SPEC §11: it counts against the
+        // canary).
         let (parts, _body) = canary.response.into_parts();
-        drop(meter(
+        let mut settled = meter(
             route,
             Side::Canary,
             parts.status,
             &parts.headers,
             canary.latency,
-        ));
+        );
+        settled.fail(ErrorKind::Status);
+        drop(settled);
     }
     route.path.retry(Side::Stable, RetryReason::Shield);
     let (parts, body) = retry;

@@ -353,12 +353,18 @@ impl fmt::Display for Phase {
 
 impl BreachKind {
     pub fn as_str(self) -> &'static str {
+        self.reason().as_str()
+    }
+
+    /// The `rollbacks_total` reason of a rollback for this breach.
+    pub fn reason(self) -> crate::telemetry::RollbackReason {
+        use crate::telemetry::RollbackReason;
         match self {
-            BreachKind::ErrorRate => "error_rate",
-            BreachKind::ErrorRateVsStable => "error_rate_vs_stable",
-            BreachKind::P99Latency => "p99_latency",
-            BreachKind::Sequential => "sequential_error_rate",
-            BreachKind::SequentialLatency => "sequential_latency",
+            BreachKind::ErrorRate => RollbackReason::ErrorRate,
+            BreachKind::ErrorRateVsStable => RollbackReason::ErrorRateVsStable,
+            BreachKind::P99Latency => RollbackReason::P99Latency,
+            BreachKind::Sequential => RollbackReason::SequentialErrorRate,
+            BreachKind::SequentialLatency => RollbackReason::SequentialLatency,
         }
     }
 }

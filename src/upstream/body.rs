@@ -24,10 +24,12 @@ pub enum RequestBody {
     Full(Option<Bytes>),
     /// The client's body, streamed as it arrives; sent once.
     Streaming(Incoming),
-    /// The first chunks of a body that outgrew the buffering cap, then the rest,
-    /// streamed; sent once.
+    /// The first chunks of a body that outgrew the buffering cap (or carried
+    /// trailers), then the rest, streamed; sent once.
     Prefixed {
         head: VecDeque<Bytes>,
+        /// Trailers already read from `rest`, sent after `head`.
+        trailers: Option<http::HeaderMap>,
         rest: Incoming,
     },
 }
@@ -72,12 +74,20 @@ impl RequestBody {
                     len += data.len();
                     head.push_back(data);
                     if len > cap {
-                        return Ok(RequestBody::Prefixed { head, rest: body });
+                        return Ok(RequestBody::Prefixed {
+                            head,
+                            trailers: None,
+                            rest: body,
+                        });
                     }
                 }
-                Err(_trailers) => {
-                    // Cannot be replayed without them; nothing else follows them.
-                    return Ok(RequestBody::Prefixed { head, rest: body });
+                Err(frame) => {
+                    // Trailers: sent on after the data, never replayed.
+                    return Ok(RequestBody::Prefixed {
+                        head,
+                        trailers: frame.into_trailers().ok(),
+                        rest: body,
+                    });
                 }
             }
         }
@@ -117,9 +127,17 @@ impl Body for RequestBody {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             RequestBody::Streaming(body) => Pin::new(body).poll_frame(cx),
-            RequestBody::Prefixed { head, rest } => match head.pop_front() {
-                Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
-                None => Pin::new(rest).poll_frame(cx),
+            RequestBody::Prefixed {
+                head,
+                trailers,
+                rest,
+            } => match (head.pop_front(), trailers.take()) {
+                (Some(chunk), trailers_left) => {
+                    *trailers = trailers_left;
+                    Poll::Ready(Some(Ok(Frame::data(chunk))))
+                }
+                (None, Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+                (None, None) => Pin::new(rest).poll_frame(cx),
             },
         }
     }
@@ -129,7 +147,11 @@ impl Body for RequestBody {
             RequestBody::Empty => true,
             RequestBody::Full(bytes) => bytes.is_none(),
             RequestBody::Streaming(body) => body.is_end_stream(),
-            RequestBody::Prefixed { head, rest } => head.is_empty() && rest.is_end_stream(),
+            RequestBody::Prefixed {
+                head,
+                trailers,
+                rest,
+            } => head.is_empty() && trailers.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -140,7 +162,7 @@ impl Body for RequestBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             RequestBody::Streaming(body) => body.size_hint(),
-            RequestBody::Prefixed { head, rest } => {
+            RequestBody::Prefixed { head, rest, .. } => {
                 let buffered: u64 = head.iter().map(|b| b.len() as u64).sum();
                 let rest = rest.size_hint();
                 let mut hint = SizeHint::new();

@@ -13,6 +13,7 @@
 //! multiplexed); a closed one is replaced on the next request. A request that the
 //! connection handed back unsent (it was closing) is sent once more on a new one.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ pub struct H2Endpoint {
     /// Set for `https://` endpoints: the TLS client (ALPN `h2`) and the name to verify.
     tls: Option<Tls>,
     current: ArcSwapOption<Sender>,
+    /// Connection attempts made; a waiter that sees it move found a failed attempt.
+    attempts: AtomicU64,
     /// Taken only to replace a closed connection, so a burst opens one, not many.
     connecting: tokio::sync::Mutex<()>,
 }
@@ -94,6 +97,7 @@ impl H2Endpoint {
             connect_timeout,
             tls,
             current: ArcSwapOption::empty(),
+            attempts: AtomicU64::new(0),
             connecting: tokio::sync::Mutex::new(()),
         })
     }
@@ -102,17 +106,18 @@ impl H2Endpoint {
     /// A connection that cannot be made hands the request back (`Failed::unsent`).
     pub async fn send(&self, mut req: Request<RequestBody>) -> Result<Response<Incoming>, Failed> {
         for _ in 0..2 {
-            let mut tx = match self.sender().await {
-                Ok(tx) => tx,
+            let shared = match self.sender().await {
+                Ok(shared) => shared,
                 Err(error) => return Err(Failed::unsent(error, req)),
             };
+            let mut tx = (*shared).clone();
             match tx.try_send_request(req).await {
                 Ok(response) => return Ok(response),
                 Err(mut err) => match err.take_message() {
                     // The connection was going away before our stream was opened:
                     // once more on a new one.
                     Some(unsent) => {
-                        self.forget(&tx);
+                        self.forget(&shared);
                         req = unsent;
                     }
                     None => return Err(Failed::sent(ProxyError::from_hyper(err.into_error()))),
@@ -125,35 +130,39 @@ impl H2Endpoint {
         ))
     }
 
-    /// The live connection, or a new one.
-    async fn sender(&self) -> Result<Sender, ProxyError> {
+    /// The live connection, or a new one. Requests that queued behind a connection
+    /// attempt share its outcome: when it failed they fail at once as `Connect`
+    /// (unsent, so they can go to another endpoint) rather than each waiting out its
+    /// own connect timeout in turn.
+    async fn sender(&self) -> Result<Arc<Sender>, ProxyError> {
         if let Some(tx) = self.live() {
             return Ok(tx);
         }
+        let attempts_seen = self.attempts.load(Ordering::Acquire);
         let _connecting = self.connecting.lock().await;
         if let Some(tx) = self.live() {
             return Ok(tx); // another request connected while we waited
         }
-        let tx = self.connect().await?;
-        self.current.store(Some(Arc::new(tx.clone())));
+        if self.attempts.load(Ordering::Acquire) != attempts_seen {
+            return Err(ProxyError::Connect(
+                format!("{}: a concurrent connection attempt just failed", self.addr).into(),
+            ));
+        }
+        self.attempts.fetch_add(1, Ordering::AcqRel);
+        let tx = Arc::new(self.connect().await?);
+        self.current.store(Some(Arc::clone(&tx)));
         Ok(tx)
     }
 
-    fn live(&self) -> Option<Sender> {
-        self.current
-            .load()
-            .as_deref()
-            .filter(|tx| !tx.is_closed())
-            .cloned()
+    fn live(&self) -> Option<Arc<Sender>> {
+        self.current.load_full().filter(|tx| !tx.is_closed())
     }
 
-    /// Drops the shared connection if it is still `tx`'s.
-    fn forget(&self, tx: &Sender) {
+    /// Drops the shared connection if it is still the one `tx` came from (a newer one,
+    /// made since, is kept).
+    fn forget(&self, tx: &Arc<Sender>) {
         let current = self.current.load_full();
-        if current
-            .as_deref()
-            .is_some_and(|c| c.is_closed() || tx.is_closed())
-        {
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, tx)) {
             self.current.compare_and_swap(&current, None);
         }
     }

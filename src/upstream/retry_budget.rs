@@ -59,10 +59,12 @@ impl RetryBudget {
             cur + prev * weight
         };
         let allowed = self.min_per_second + self.ratio * estimate(&self.requests);
-        if estimate(&self.retries) + 1.0 > allowed {
+        // Count first, then check: concurrent failures cannot all pass one check.
+        self.retries[slot(current)].fetch_add(1, Ordering::Relaxed);
+        if estimate(&self.retries) > allowed {
+            self.retries[slot(current)].fetch_sub(1, Ordering::Relaxed);
             return false;
         }
-        self.retries[slot(current)].fetch_add(1, Ordering::Relaxed);
         true
     }
 
