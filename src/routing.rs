@@ -284,3 +284,106 @@ impl Route {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use http::HeaderValue;
+
+    use super::*;
+    use crate::events::Events;
+    use crate::rollout::machine::Command;
+    use crate::telemetry::Telemetry;
+
+    /// `decide`'s precedence, as a table: rollback > override > cohort > hash.
+    #[tokio::test]
+    async fn decide_precedence_rollback_override_cohort_hash() {
+        let (shared, _trips) = Shared::new(Arc::new(Events::new(None)), Telemetry::new());
+        let toml = r#"
+[[route]]
+name = "r"
+stable = { endpoints = ["127.0.0.1:1"] }
+canary = { endpoints = ["127.0.0.1:2"] }
+canary_weight = 0
+sticky = ["header:x-user"]
+override_header = "x-canary"
+cohort = ["qa-1"]
+"#;
+        let config = crate::config::parse_str(toml, Path::new("t.toml")).unwrap();
+        let snapshot = Snapshot::build(config, 1, None, &shared, Instant::now());
+        let route = &snapshot.routes[0];
+        let peer: IpAddr = "192.0.2.1".parse().unwrap();
+        let headers = |user: Option<&str>, force: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(user) = user {
+                headers.insert("x-user", HeaderValue::from_str(user).unwrap());
+            }
+            if let Some(force) = force {
+                headers.insert("x-canary", HeaderValue::from_str(force).unwrap());
+            }
+            headers
+        };
+        // (user, override, rolled back) → (side, reason); weight 0, so the hash
+        // always says stable.
+        let cases = [
+            (Some("u1"), None, false, Side::Stable, Reason::Hash),
+            (Some("qa-1"), None, false, Side::Canary, Reason::Cohort),
+            (
+                Some("u1"),
+                Some("always"),
+                false,
+                Side::Canary,
+                Reason::Override,
+            ),
+            (
+                Some("qa-1"),
+                Some("never"),
+                false,
+                Side::Stable,
+                Reason::Override,
+            ),
+            (
+                Some("qa-1"),
+                Some("ALWAYS"),
+                false,
+                Side::Canary,
+                Reason::Override,
+            ),
+            (
+                Some("qa-1"),
+                Some("maybe"),
+                false,
+                Side::Canary,
+                Reason::Cohort,
+            ),
+            (None, Some("always"), false, Side::Canary, Reason::Override),
+            (
+                Some("u1"),
+                Some("always"),
+                true,
+                Side::Stable,
+                Reason::RolledBack,
+            ),
+            (Some("qa-1"), None, true, Side::Stable, Reason::RolledBack),
+            (Some("u1"), None, true, Side::Stable, Reason::RolledBack),
+        ];
+        for (user, force, rolled_back, side, reason) in cases {
+            if rolled_back != route.runtime.is_rolled_back() {
+                let command = if rolled_back {
+                    Command::Rollback
+                } else {
+                    Command::Resume
+                };
+                route.runtime.command(command, Instant::now()).unwrap();
+            }
+            let decision = route.decision(&headers(user, force), peer);
+            assert_eq!(
+                (decision.side, decision.reason),
+                (side, reason),
+                "user {user:?}, override {force:?}, rolled back {rolled_back}"
+            );
+            assert_eq!(decision.bucket.is_some(), reason == Reason::Hash);
+        }
+    }
+}
