@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use canary_proxy::app::App;
 use canary_proxy::config::parse_str;
 use support::*;
-use tokio::sync::oneshot;
 
 const CHROMIUM: &str = "chromium";
 
@@ -236,12 +235,8 @@ async fn a_dashboard_opened_after_the_fact_draws_the_history_and_the_rollback() 
         .await
         .unwrap()
         .history_interval(Duration::from_millis(200));
-    let proxy_addr = app.local_addr().unwrap();
-    let admin = app.admin_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.serve(async move {
-        let _ = stopped.await;
-    }));
+    let proxy = TestProxy::serve(app);
+    let admin = proxy.admin.unwrap();
     let url = format!("http://{admin}/");
     let route_status = || async {
         let (_, _, body) = get(&client(), &format!("http://{admin}/api/v1/routes"), &[]).await;
@@ -259,28 +254,10 @@ async fn a_dashboard_opened_after_the_fact_draws_the_history_and_the_rollback() 
             "no step: {}",
             route_status().await
         );
-        for _ in 0..50 {
-            user += 1;
-            let id = format!("u{user}");
-            get(
-                &client,
-                &format!("http://{proxy_addr}/"),
-                &[("x-user-id", &id)],
-            )
-            .await;
-        }
+        user = users(&client, &proxy, user, 50).await;
     }
     // Some history after the step too.
-    for _ in 0..300 {
-        user += 1;
-        let id = format!("u{user}");
-        get(
-            &client,
-            &format!("http://{proxy_addr}/"),
-            &[("x-user-id", &id)],
-        )
-        .await;
-    }
+    user = users(&client, &proxy, user, 300).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let opened = unix_now();
@@ -337,27 +314,9 @@ async fn a_dashboard_opened_after_the_fact_draws_the_history_and_the_rollback() 
     let start = tokio::time::Instant::now();
     while route_status().await["state"] != "rolled_back" {
         assert!(start.elapsed() < Duration::from_secs(20), "no rollback");
-        for _ in 0..20 {
-            user += 1;
-            let id = format!("u{user}");
-            get(
-                &client,
-                &format!("http://{proxy_addr}/"),
-                &[("x-user-id", &id)],
-            )
-            .await;
-        }
+        user = users(&client, &proxy, user, 20).await;
     }
-    for _ in 0..200 {
-        user += 1;
-        let id = format!("u{user}");
-        get(
-            &client,
-            &format!("http://{proxy_addr}/"),
-            &[("x-user-id", &id)],
-        )
-        .await;
-    }
+    users(&client, &proxy, user, 200).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
 
     let html = dump_dom(&url, 3000).await;
@@ -380,9 +339,17 @@ async fn a_dashboard_opened_after_the_fact_draws_the_history_and_the_rollback() 
     let after = screenshot(&url, "dashboard-after.png", "1280,1000").await;
     println!("screenshots: {} {}", before.display(), after.display());
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(5), task)
+    tokio::time::timeout(Duration::from_secs(5), proxy.stop())
         .await
-        .unwrap()
         .unwrap();
+}
+
+/// `n` requests from users `first + 1 ..= first + n` (sticky on x-user-id); the last
+/// user's number.
+async fn users(client: &Client, proxy: &TestProxy, first: u64, n: u64) -> u64 {
+    for user in first + 1..=first + n {
+        let id = format!("u{user}");
+        get(client, &proxy.url("/"), &[("x-user-id", &id)]).await;
+    }
+    first + n
 }

@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::*;
@@ -22,17 +22,7 @@ fn python() -> Command {
     })
 }
 
-/// Kills the server by PID when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server() -> (Server, u16) {
+fn start_server() -> (Killed, u16) {
     let mut child = python()
         .args([SCRIPT, "serve"])
         .stdout(Stdio::piped())
@@ -40,7 +30,7 @@ fn start_server() -> (Server, u16) {
         .spawn()
         .expect("python3 not found");
     let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
+    let server = Killed(child);
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
     let port = line.trim().parse().unwrap_or_else(|_| {

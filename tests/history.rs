@@ -9,61 +9,40 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::Value;
 use support::*;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use canary_proxy::app::App;
 use canary_proxy::config::{parse_str, Config};
 use canary_proxy::history::CAPACITY;
 
-/// A proxy sampling its history every `interval` (TestProxy uses the 5 s default).
-struct Sampled {
-    addr: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+/// A proxy sampling its history every `interval` (TestProxy::start uses the 5 s
+/// default).
+struct Sampled(TestProxy);
+
+impl std::ops::Deref for Sampled {
+    type Target = TestProxy;
+
+    fn deref(&self) -> &TestProxy {
+        &self.0
+    }
 }
 
 impl Sampled {
     async fn start(toml: &str, interval: Duration) -> Sampled {
         let config = parse_str(toml, Path::new("test.toml")).unwrap();
-        Sampled::serve(App::bind(config).await.unwrap().history_interval(interval))
+        let app = App::bind(config).await.unwrap();
+        Sampled(TestProxy::serve(app.history_interval(interval)))
     }
 
     async fn watching(path: &Path, interval: Duration) -> Sampled {
         let app = App::bind(Config::load(path).unwrap()).await.unwrap();
-        Sampled::serve(
-            app.history_interval(interval)
-                .reload_from(path.to_path_buf()),
-        )
-    }
-
-    fn serve(app: App) -> Sampled {
-        let addr = app.local_addr().unwrap();
-        let admin = app.admin_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.serve(async move {
-            let _ = rx.await;
-        }));
-        Sampled {
-            addr,
-            admin,
-            shutdown: Some(tx),
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let app = app
+            .history_interval(interval)
+            .reload_from(path.to_path_buf());
+        Sampled(TestProxy::serve(app))
     }
 
     async fn history(&self) -> Value {
-        let (status, headers, body) = get(
-            &client(),
-            &format!("http://{}/api/v1/history", self.admin),
-            &[],
-        )
-        .await;
+        let (status, headers, body) = get(&client(), &self.admin_url("/api/v1/history"), &[]).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(headers["content-type"], "application/json");
         serde_json::from_str(&body).unwrap()
@@ -76,14 +55,10 @@ impl Sampled {
             .unwrap_or_default()
     }
 
-    async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+    async fn stop(self) {
+        tokio::time::timeout(Duration::from_secs(5), self.0.stop())
             .await
-            .expect("the proxy stops (the sampler with it)")
-            .unwrap();
+            .expect("the proxy stops (the sampler with it)");
     }
 }
 
@@ -165,7 +140,7 @@ async fn points_appear_at_the_interval_with_the_window_and_the_weight() {
     assert_eq!(last["stable"]["errors"], 0, "{last}");
 
     // Read-only.
-    let request = http::Request::post(format!("http://{}/api/v1/history", proxy.admin))
+    let request = http::Request::post(proxy.admin_url("/api/v1/history"))
         .body(empty())
         .unwrap();
     let response = client.request(request).await.unwrap();

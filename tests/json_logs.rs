@@ -5,17 +5,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod support;
+
+use support::Killed;
+
 const BIN: &str = env!("CARGO_BIN_EXE_canary-proxy");
-
-/// Kills the proxy by PID however the test ends.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn canary_event_details_are_a_json_object() {

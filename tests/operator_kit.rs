@@ -5,13 +5,16 @@
 //!
 //! Needs `promtool` (Debian: prometheus) and `python3` with PyYAML (python3-yaml).
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
+use support::Killed;
 
 use serde_json::Value;
 
@@ -341,16 +344,6 @@ fn grafana_dashboard_is_importable_and_uses_known_metrics() {
         "canary_proxy_sequential_evidence",
     ] {
         assert!(used.contains(name), "no panel shows {name}");
-    }
-}
-
-/// A child process killed (and reaped) when dropped, also when an assertion fails.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -7,17 +7,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod support;
+
+use support::Killed;
+
 const BIN: &str = env!("CARGO_BIN_EXE_canary-proxy");
-
-/// Kills the proxy by PID however the test ends.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Starts `cmd` (a proxy run), waits until it listens; returns it, its stderr lines
 /// and the number of tokio worker threads it has.

@@ -423,8 +423,9 @@ impl TestProxy {
         TestProxy::serve(app.reload_from(path.to_path_buf()))
     }
 
-    /// Serves `app` on a task until `stop` (or drop).
-    fn serve(app: App) -> TestProxy {
+    /// Serves `app` (bound and configured by the caller, e.g. with a shorter history
+    /// interval) on a task until `stop` (or drop).
+    pub fn serve(app: App) -> TestProxy {
         let addr = app.local_addr().unwrap();
         let admin = app.admin_addr();
         let (tx, rx) = oneshot::channel::<()>();
@@ -587,4 +588,14 @@ pub fn rss_bytes() -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kb * 1024
+}
+
+/// A child process killed (and reaped) when dropped, also when an assertion fails.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -13,6 +13,26 @@ use crate::config::{
     StickySource, UpstreamConfig, UpstreamTls, Weight,
 };
 
+/// The `UpstreamKeys` of a `RawStable` or `RawCanary` (same fields, two serde types
+/// so that `version` is only accepted under `canary`).
+macro_rules! upstream_keys {
+    ($up:expr) => {
+        UpstreamKeys {
+            endpoints: $up.endpoints.as_ref(),
+            protocol: $up.protocol.as_ref(),
+            idle_timeout: $up.idle_timeout.as_ref(),
+            max_fails: $up.max_fails.as_ref(),
+            fail_timeout: $up.fail_timeout.as_ref(),
+            tls: TlsKeys {
+                ca_file: $up.ca_file.as_ref(),
+                server_name: $up.server_name.as_ref(),
+                client_cert: $up.client_cert.as_ref(),
+                client_key: $up.client_key.as_ref(),
+            },
+        }
+    };
+}
+
 /// The keys of a `stable` / `canary` table (`canary.version` aside).
 #[derive(Debug, Clone, Copy)]
 struct UpstreamKeys<'a> {
@@ -78,23 +98,7 @@ impl Ctx<'_> {
         let stable = match &route.stable {
             Some(stable) => {
                 let up = stable.get_ref();
-                self.upstream(
-                    UpstreamKeys {
-                        endpoints: up.endpoints.as_ref(),
-                        protocol: up.protocol.as_ref(),
-                        idle_timeout: up.idle_timeout.as_ref(),
-                        max_fails: up.max_fails.as_ref(),
-                        fail_timeout: up.fail_timeout.as_ref(),
-                        tls: TlsKeys {
-                            ca_file: up.ca_file.as_ref(),
-                            server_name: up.server_name.as_ref(),
-                            client_cert: up.client_cert.as_ref(),
-                            client_key: up.client_key.as_ref(),
-                        },
-                    },
-                    stable.span(),
-                    &format!("{at}.stable"),
-                )
+                self.upstream(upstream_keys!(up), stable.span(), &format!("{at}.stable"))
             }
             None => {
                 self.error(header.clone(), &format!("{at}.stable"), MISSING_STABLE);
@@ -105,23 +109,7 @@ impl Ctx<'_> {
             Some(canary) => {
                 let up = canary.get_ref();
                 let at = format!("{at}.canary");
-                let upstream = self.upstream(
-                    UpstreamKeys {
-                        endpoints: up.endpoints.as_ref(),
-                        protocol: up.protocol.as_ref(),
-                        idle_timeout: up.idle_timeout.as_ref(),
-                        max_fails: up.max_fails.as_ref(),
-                        fail_timeout: up.fail_timeout.as_ref(),
-                        tls: TlsKeys {
-                            ca_file: up.ca_file.as_ref(),
-                            server_name: up.server_name.as_ref(),
-                            client_cert: up.client_cert.as_ref(),
-                            client_key: up.client_key.as_ref(),
-                        },
-                    },
-                    canary.span(),
-                    &at,
-                );
+                let upstream = self.upstream(upstream_keys!(up), canary.span(), &at);
                 let version = match &up.version {
                     Some(version) => self.non_empty(version, &format!("{at}.version")).map(Some),
                     None => Some(None),
