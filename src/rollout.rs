@@ -31,20 +31,22 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::config::{BudgetConfig, BudgetMode, RouteConfig, Weight};
+use crate::config::{BudgetMode, RouteConfig, Weight};
 use crate::events::{Event, Events};
 use crate::routing::{Side, Snapshot};
 use crate::telemetry::{Class, ErrorKind, RouteMeters, Telemetry};
 
+pub mod judge;
 pub mod machine;
 pub mod sequential;
 pub mod store;
 pub mod window;
 
-use machine::{judge, Breach, BreachKind, Command, Conflict, Decision, Machine, Phase};
-use sequential::{Bounds, Verdict};
+use judge::Judge;
+pub use judge::{Counts, TestStatus, VerdictStatus};
+use machine::{Breach, Command, Conflict, Decision, Machine, Phase};
+use sequential::Verdict;
 use store::{Identity, Saved};
-use window::{Sample, Window};
 
 /// How often the driver checks rollout steps.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -65,13 +67,6 @@ pub struct Trip {
     at: Instant,
     /// `enforce = false`: report it, change nothing.
     observe_only: bool,
-}
-
-/// A route's budget with the sequential test's bounds precomputed.
-#[derive(Debug)]
-struct Budget {
-    config: BudgetConfig,
-    bounds: Bounds,
 }
 
 /// One exchange's result as the budget sees it.
@@ -96,13 +91,8 @@ pub struct RouteRuntime {
     rolled_back: AtomicBool,
     /// Hot path: the machine's weight in basis points, as last applied.
     effective: AtomicU16,
-    /// Replaced (and so cleared) when a reload changes `budget.window`.
-    window: ArcSwap<Window>,
-    budget: ArcSwap<Budget>,
-    /// The sequential tests (errors, slow requests) and the canary requests they saw.
-    errors_test: sequential::Test,
-    latency_test: sequential::Test,
-    armed_requests: AtomicU64,
+    /// The budget's rules: window, sequential tests, arming count.
+    judge: Judge,
     /// What clients received, beside what the upstreams did (SPEC §11).
     users: UserCounts,
     /// The last decision as reported: why, since when, by whom and its numbers.
@@ -168,37 +158,6 @@ struct UserCounts {
     responses: AtomicU64,
     errors: AtomicU64,
     shielded: AtomicU64,
-}
-
-/// The budget's current verdict and the evidence behind it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct VerdictStatus {
-    /// `sequential` or `threshold`.
-    pub mode: &'static str,
-    /// `healthy`, `undecided` or `failing`.
-    pub verdict: &'static str,
-    /// false: observe only (`enforce = false`).
-    pub enforce: bool,
-    /// Sequential mode only: canary requests since the canary was armed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub canary_requests: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<TestStatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency: Option<TestStatus>,
-}
-
-/// One sequential test: the statistic, its bounds and the hypotheses.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TestStatus {
-    pub statistic: f64,
-    pub upper: f64,
-    pub lower: f64,
-    /// The stable side's rate (errors, or slow requests).
-    pub stable_rate: f64,
-    /// "As good as stable" and "worse than tolerated".
-    pub p0: f64,
-    pub p1: f64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -280,11 +239,7 @@ impl RouteRuntime {
             identity,
             rolled_back: AtomicBool::new(false),
             effective: AtomicU16::new(0),
-            window: ArcSwap::from_pointee(Window::new(route.budget.window, now)),
-            budget: ArcSwap::from_pointee(Budget::new(&route.budget)),
-            errors_test: sequential::Test::default(),
-            latency_test: sequential::Test::default(),
-            armed_requests: AtomicU64::new(0),
+            judge: Judge::new(&route.budget, now),
             users: UserCounts::default(),
             decided: Mutex::new(restored_decision),
             observed_failing: AtomicBool::new(false),
@@ -311,11 +266,7 @@ impl RouteRuntime {
     /// the latch and the rollout step are kept, and so is the window unless its length
     /// changed (then it starts empty).
     pub fn reconfigure(&self, route: &RouteConfig, state_dir: Option<PathBuf>, now: Instant) {
-        if self.window.load().length() != route.budget.window {
-            self.window
-                .store(Arc::new(Window::new(route.budget.window, now)));
-        }
-        self.budget.store(Arc::new(Budget::new(&route.budget)));
+        self.judge.reconfigure(&route.budget, now);
         *self.state_dir.lock().unwrap_or_else(|p| p.into_inner()) = state_dir;
         self.meters
             .configured_ratio
@@ -345,70 +296,19 @@ impl RouteRuntime {
             outcome.error,
             Some(outcome.latency.as_secs_f64()),
         );
-        let budget = self.budget.load();
-        let config = &budget.config;
-        let window = self.window.load();
-        let error = outcome.error.is_some();
-        let slow = config
-            .max_p99_latency
-            .is_some_and(|limit| outcome.latency > limit);
-        window.record(
+        let judged = self.judge.observe(
             side,
-            Sample {
-                error,
-                slow,
-                latency: outcome.latency,
-            },
+            outcome.error.is_some(),
+            outcome.latency,
             now,
+            !self.is_rolled_back(),
         );
-        let slo_miss = config.latency_slo.map(|slo| outcome.latency > slo);
-        if config.mode == BudgetMode::Sequential && side == Side::Stable {
-            self.errors_test.stable(error);
-            if let Some(miss) = slo_miss {
-                self.latency_test.stable(miss);
-            }
-        }
-        if side == Side::Stable || self.is_rolled_back() {
-            return;
-        }
-        let mut breach = None;
-        if config.mode == BudgetMode::Sequential {
-            let seen = self.armed_requests.fetch_add(1, Ordering::Relaxed) + 1;
-            let errors = self
-                .errors_test
-                .canary(error, &config.sequential, &budget.bounds);
-            let latency = slo_miss.map(|miss| {
-                self.latency_test
-                    .canary(miss, &config.sequential, &budget.bounds)
-            });
-            if seen >= u64::from(config.min_requests) {
-                let upper = budget.bounds.upper;
-                let kind = if errors >= upper {
-                    Some((BreachKind::Sequential, errors))
-                } else {
-                    latency
-                        .filter(|s| *s >= upper)
-                        .map(|s| (BreachKind::SequentialLatency, s))
-                };
-                breach = kind.map(|(kind, statistic)| Breach {
-                    kind,
-                    observed: statistic,
-                    threshold: upper,
-                    canary: window.stats(Side::Canary, now),
-                    stable: window.stats(Side::Stable, now),
-                    window: window.length(),
-                });
-            }
-        }
-        if breach.is_none() && config.has_window_criteria() {
-            let stable = window.stats(Side::Stable, now);
-            let canary = window.stats(Side::Canary, now);
-            breach = judge(config, stable, canary, window.length());
-        }
+        let breach = judged.breach;
+        let enforce = self.judge.budget().config.enforce;
         match breach {
-            Some(breach) => self.trip(breach, now, config.enforce),
+            Some(breach) => self.trip(breach, now, enforce),
             None => {
-                if !config.enforce && self.observed_failing.load(Ordering::Relaxed) {
+                if !enforce && self.observed_failing.load(Ordering::Relaxed) {
                     // Back within budget: a later breach is reported again.
                     self.observed_failing.store(false, Ordering::Relaxed);
                 }
@@ -485,29 +385,7 @@ impl RouteRuntime {
         .with("canary_version", self.identity.version.clone());
         self.shared
             .events
-            .record(self.with_evidence(event, breach.kind));
-    }
-
-    /// Adds the sequential test's evidence to an event about a sequential breach.
-    fn with_evidence(&self, event: Event, kind: BreachKind) -> Event {
-        let test = match kind {
-            BreachKind::Sequential => &self.errors_test,
-            BreachKind::SequentialLatency => &self.latency_test,
-            BreachKind::ErrorRate | BreachKind::ErrorRateVsStable | BreachKind::P99Latency => {
-                return event
-            }
-        };
-        let budget = self.budget.load();
-        let evidence = test.evidence(&budget.config.sequential);
-        event
-            .with("lower", budget.bounds.lower)
-            .with("p0", evidence.p0)
-            .with("p1", evidence.p1)
-            .with("stable_rate", evidence.stable_rate)
-            .with(
-                "armed_canary_requests",
-                self.armed_requests.load(Ordering::Relaxed),
-            )
+            .record(self.judge.with_evidence(event, breach.kind));
     }
 
     /// Driver: advances the rollout when its step has been held within budget.
@@ -516,7 +394,7 @@ impl RouteRuntime {
         // positive evidence (healthy), except the step out of 0 %, where no canary
         // traffic can produce evidence.
         let verdict = self.verdict(now);
-        let mode = self.budget.load().config.mode;
+        let mode = self.judge.budget().config.mode;
         let within = !self.is_rolled_back()
             && match mode {
                 BudgetMode::Threshold => verdict != Verdict::Failing,
@@ -554,10 +432,7 @@ impl RouteRuntime {
             if let Some(decision) = machine.command(command, now)? {
                 if was == Phase::RolledBack {
                     // A resumed (or force-promoted) canary is judged on fresh evidence.
-                    self.window.load().clear();
-                    self.errors_test.reset();
-                    self.latency_test.reset();
-                    self.armed_requests.store(0, Ordering::Relaxed);
+                    self.judge.rearm();
                     self.observed_failing.store(false, Ordering::Relaxed);
                 }
                 self.apply_by(&machine, decision, was == Phase::RolledBack, Some(operator));
@@ -577,7 +452,7 @@ impl RouteRuntime {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let window = self.window.load();
+        let window = self.judge.window();
         let side = |side| {
             let report = window.report(side, now);
             SideStatus {
@@ -598,7 +473,7 @@ impl RouteRuntime {
                 stable: side(Side::Stable),
                 canary: side(Side::Canary),
             },
-            verdict: self.verdict_status(now),
+            verdict: self.judge.status(now),
             reason: decided.as_ref().map(|d| d.reason.clone()),
             since: decided.as_ref().map(|d| d.since.clone()),
             decision: decided.map(|d| d.decision),
@@ -626,77 +501,15 @@ impl RouteRuntime {
         self.users.shielded.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The budget's verdict now. Threshold mode: failing on a breach, healthy once the
-    /// window holds `min_requests` canary requests within budget.
+    /// The budget's verdict now (see `Judge::verdict`).
     pub fn verdict(&self, now: Instant) -> Verdict {
-        let budget = self.budget.load();
-        let config = &budget.config;
-        let window = self.window.load();
-        let stable = window.stats(Side::Stable, now);
-        let canary = window.stats(Side::Canary, now);
-        if judge(config, stable, canary, window.length()).is_some() {
-            return Verdict::Failing;
-        }
-        match config.mode {
-            BudgetMode::Threshold if canary.requests >= u64::from(config.min_requests) => {
-                Verdict::Healthy
-            }
-            BudgetMode::Threshold => Verdict::Undecided,
-            // The same gate as the rollback on the request path (`record`): no verdict
-            // before min_requests canary requests since the canary was armed, so the
-            // API and the rollout never call "failing" a canary that will not be
-            // rolled back (nor "healthy" one not yet judged).
-            BudgetMode::Sequential
-                if self.armed_requests.load(Ordering::Relaxed) < u64::from(config.min_requests) =>
-            {
-                Verdict::Undecided
-            }
-            BudgetMode::Sequential => {
-                let errors = budget.bounds.verdict(self.errors_test.statistic());
-                let latency = config.latency_slo.map_or(Verdict::Healthy, |_| {
-                    budget.bounds.verdict(self.latency_test.statistic())
-                });
-                match (errors, latency) {
-                    (Verdict::Failing, _) | (_, Verdict::Failing) => Verdict::Failing,
-                    (Verdict::Healthy, Verdict::Healthy) => Verdict::Healthy,
-                    _ => Verdict::Undecided,
-                }
-            }
-        }
-    }
-
-    fn verdict_status(&self, now: Instant) -> VerdictStatus {
-        let budget = self.budget.load();
-        let config = &budget.config;
-        let test = |test: &sequential::Test| {
-            let evidence = test.evidence(&config.sequential);
-            TestStatus {
-                statistic: evidence.statistic,
-                upper: budget.bounds.upper,
-                lower: budget.bounds.lower,
-                stable_rate: evidence.stable_rate,
-                p0: evidence.p0,
-                p1: evidence.p1,
-            }
-        };
-        let sequential = config.mode == BudgetMode::Sequential;
-        VerdictStatus {
-            mode: match config.mode {
-                BudgetMode::Sequential => "sequential",
-                BudgetMode::Threshold => "threshold",
-            },
-            verdict: self.verdict(now).as_str(),
-            enforce: config.enforce,
-            canary_requests: sequential.then(|| self.armed_requests.load(Ordering::Relaxed)),
-            errors: sequential.then(|| test(&self.errors_test)),
-            latency: (sequential && config.latency_slo.is_some()).then(|| test(&self.latency_test)),
-        }
+        self.judge.verdict(now)
     }
 
     /// Scrape time: the verdict gauges and the sequential evidence, so a dashboard
     /// shows how close a canary is to either bound.
     pub fn export_verdict(&self, now: Instant) {
-        let status = self.verdict_status(now);
+        let status = self.judge.status(now);
         self.meters.set_verdict(
             status.verdict,
             status.errors.as_ref().map(|t| t.statistic),
@@ -757,7 +570,7 @@ impl RouteRuntime {
             } => {
                 let event =
                     breach_event(Event::new("rollback", route, breach.kind.as_str()), breach);
-                self.with_evidence(event, breach.kind)
+                self.judge.with_evidence(event, breach.kind)
             }
             Decision::RolledBack { breach: None } => Event::new("rollback", route, "manual"),
             Decision::Stepped { from, to } => Event::new(
@@ -863,17 +676,6 @@ fn breach_event(event: Event, breach: &Breach) -> Event {
         .with("stable_requests", breach.stable.requests)
         .with("stable_errors", breach.stable.errors)
         .with("stable_error_rate", breach.stable.error_rate())
-}
-
-// === impl Budget ===
-
-impl Budget {
-    fn new(config: &BudgetConfig) -> Budget {
-        Budget {
-            config: config.clone(),
-            bounds: Bounds::new(&config.sequential),
-        }
-    }
 }
 
 // === impl Trip ===

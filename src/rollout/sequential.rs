@@ -142,6 +142,40 @@ impl Test {
         update(&self.statistic, |s| (s * DECAY + step).max(bounds.floor))
     }
 
+    /// `requests` stable outcomes of which `events` were events, as one batch: the
+    /// same decay as that many single outcomes.
+    pub fn stable_counts(&self, requests: u64, events: u64) {
+        let decay = STABLE_DECAY.powf(requests as f64);
+        update(&self.stable_requests, |n| n * decay + requests as f64);
+        update(&self.stable_events, |e| {
+            e * decay + events.min(requests) as f64
+        });
+    }
+
+    /// `requests` canary outcomes of which `events` were events, as one batch (the
+    /// fleet judge's deltas): the statistic decays as over that many single outcomes
+    /// and gains their log-likelihood ratios, each decayed as if the batch's outcomes
+    /// came evenly mixed; the floor applies once, at the end. Returns the new statistic.
+    pub fn canary_counts(
+        &self,
+        requests: u64,
+        events: u64,
+        config: &SequentialConfig,
+        bounds: &Bounds,
+    ) -> f64 {
+        let events = events.min(requests);
+        let (p0, p1) = hypotheses(self.stable_rate(), config);
+        let n = requests as f64;
+        let mean = (events as f64 * llr(true, p0, p1)
+            + (requests - events) as f64 * llr(false, p0, p1))
+            / n.max(1.0);
+        // The batch's order is unknown: take its outcomes as evenly mixed, each decayed
+        // by the ones after it (Σ λ^j for j < n).
+        let decay = DECAY.powf(n);
+        let step = mean * (1.0 - decay) / (1.0 - DECAY);
+        update(&self.statistic, |s| (s * decay + step).max(bounds.floor))
+    }
+
     /// The stable rate estimate (posterior mean).
     pub fn stable_rate(&self) -> f64 {
         let events = f64::from_bits(self.stable_events.load(Ordering::Relaxed));

@@ -106,6 +106,16 @@ impl Window {
         slice.latency[latency_bucket(sample.latency)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records counts for `side` in the slice of `now` (the fleet judge's deltas). They
+    /// carry no latency, so the histogram (for the API's p99) does not change.
+    pub fn record_counts(&self, side: Side, counts: Stats, now: Instant) {
+        let index = self.index(now);
+        let slice = self.sides[side_index(side)].claim(index);
+        slice.requests.fetch_add(counts.requests, Ordering::Relaxed);
+        slice.errors.fetch_add(counts.errors, Ordering::Relaxed);
+        slice.slow.fetch_add(counts.slow, Ordering::Relaxed);
+    }
+
     /// Counts for `side` over the window ending at `now`.
     pub fn stats(&self, side: Side, now: Instant) -> Stats {
         let current = self.index(now);
