@@ -47,6 +47,8 @@ pub struct Admin {
     pub ready: Arc<AtomicBool>,
     /// The last 15 minutes of every route (`/api/v1/history`).
     pub history: Arc<History>,
+    /// `[fleet]`: the fleet client's status and command channel (SPEC §10).
+    pub fleet: Option<Arc<crate::fleet::Handle>>,
 }
 
 type AdminResponse = Response<Full<Bytes>>;
@@ -133,7 +135,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
             let routes: Vec<_> = snapshot
                 .routes
                 .iter()
-                .map(|r| r.runtime.status(now))
+                .map(|r| with_fleet(admin, &r.name, r.runtime.status(now)))
                 .collect();
             json_response(
                 StatusCode::OK,
@@ -204,7 +206,11 @@ async fn route_command(admin: &Admin, req: Request<Incoming>, rest: &str) -> Adm
     let operator = Operator {
         name: actor,
         reason: body.reason.filter(|r| !r.trim().is_empty()),
+        ..Operator::default()
     };
+    if let Some(fleet) = &admin.fleet {
+        return fleet_command(admin, fleet, name, command, operator).await;
+    }
     // The route as it is now (a reload may have swapped the snapshot meanwhile).
     let snapshot = admin.snapshots.load();
     let Some(route) = snapshot.route(name) else {
@@ -214,6 +220,88 @@ async fn route_command(admin: &Admin, req: Request<Incoming>, rest: &str) -> Adm
         Ok(status) => json_response(StatusCode::OK, &status),
         Err(conflict) => error(StatusCode::CONFLICT, &conflict.to_string()),
     }
+}
+
+/// `[fleet]`: a command goes to the fleet record (compare-and-swap in etcd), then is
+/// applied here; the other instances apply it from their watch. etcd out of reach is
+/// a 503 (the instance judges locally meanwhile); a lost race or a fleet already in
+/// the target state is a 409.
+async fn fleet_command(
+    admin: &Admin,
+    fleet: &crate::fleet::Handle,
+    name: &str,
+    command: Command,
+    operator: Operator,
+) -> AdminResponse {
+    use crate::fleet::CommandError;
+    let connected = admin
+        .snapshots
+        .load()
+        .route(name)
+        .is_some_and(|route| route.runtime.fleet_judges());
+    if !connected {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &CommandError::Unavailable.to_string(),
+        );
+    }
+    let written = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        fleet.command(name, command, operator.clone()),
+    )
+    .await
+    .unwrap_or(Err(CommandError::Unavailable));
+    let record = match written {
+        Ok(record) => record,
+        Err(err @ CommandError::Unavailable) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string())
+        }
+        Err(err @ CommandError::Conflict(_)) => {
+            return error(StatusCode::CONFLICT, &err.to_string())
+        }
+        Err(err @ CommandError::NoRoute(_)) => {
+            return error(StatusCode::NOT_FOUND, &err.to_string())
+        }
+    };
+    let snapshot = admin.snapshots.load();
+    let Some(route) = snapshot.route(name) else {
+        return error(StatusCode::NOT_FOUND, &format!("no route named {name:?}"));
+    };
+    let operator = Operator {
+        fleet: true,
+        details: vec![
+            ("fleet_seq", record.seq.into()),
+            ("fleet_epoch", record.epoch.into()),
+        ],
+        ..operator
+    };
+    match route.runtime.fleet_apply(
+        Some(record.state.command()),
+        record.epoch,
+        &operator,
+        Instant::now(),
+    ) {
+        Ok(status) => json_response(StatusCode::OK, &with_fleet(admin, name, status)),
+        Err(conflict) => error(StatusCode::CONFLICT, &conflict.to_string()),
+    }
+}
+
+/// A route's status with its `fleet` fields (SPEC §10) when `[fleet]` is set.
+fn with_fleet(admin: &Admin, name: &str, status: crate::rollout::RouteStatus) -> serde_json::Value {
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    if let (Some(fleet), Some(object)) = (&admin.fleet, value.as_object_mut()) {
+        let fields = fleet
+            .status(name)
+            .unwrap_or_else(|| crate::fleet::RouteFleetStatus {
+                name: fleet.name.clone(),
+                ..Default::default()
+            });
+        object.insert(
+            "fleet".into(),
+            serde_json::to_value(fields).unwrap_or_default(),
+        );
+    }
+    value
 }
 
 /// Reads a command's optional JSON body, bounded; a malformed one is a 400.

@@ -83,6 +83,9 @@ impl App {
         let events = Arc::new(events);
         telemetry.last_reload_success.set(unix_now());
         let (shared, trips) = Shared::new(events, telemetry);
+        if config.fleet.is_some() {
+            shared.fleet.enable();
+        }
         let snapshot =
             Snapshot::build(config, 1, None, &shared, Instant::now()).with_access_log(access_log);
         Ok(App {
@@ -154,6 +157,7 @@ impl App {
             }
         };
 
+        let (fleet, fleet_task) = self.start_fleet(stopped());
         let driver = tokio::spawn(crate::rollout::drive(
             Arc::clone(&self.snapshots),
             self.trips,
@@ -187,6 +191,7 @@ impl App {
                 telemetry: Arc::clone(&telemetry),
                 ready: Arc::clone(&self.ready),
                 history,
+                fleet,
             });
             tokio::spawn(crate::admin::serve(
                 listener,
@@ -236,6 +241,9 @@ impl App {
         if let Some(reloader) = reloader {
             let _ = reloader.await;
         }
+        if let Some(fleet_task) = fleet_task {
+            let _ = fleet_task.await;
+        }
         // Every request has ended, so every access log line is queued: write them out
         // before the process exits (bounded: a stalled destination must not hang it).
         let access_log = self.snapshots.load().access_log().cloned();
@@ -243,6 +251,40 @@ impl App {
             let _ = tokio::time::timeout(ACCESS_LOG_FLUSH_TIMEOUT, log.flush()).await;
         }
         drain
+    }
+}
+
+/// The fleet client's handle (for the admin API) and task, with `[fleet]`.
+type FleetParts = (
+    Option<Arc<crate::fleet::Handle>>,
+    Option<tokio::task::JoinHandle<()>>,
+);
+
+impl App {
+    /// Starts the fleet client when `[fleet]` is set (SPEC §10). A build without the
+    /// `fleet` feature never gets here with `[fleet]`: its config check refuses it.
+    fn start_fleet(&self, stop: impl Future<Output = ()> + Send + 'static) -> FleetParts {
+        let config = self.snapshots.load().config.fleet.clone();
+        let Some(config) = config else {
+            return (None, None);
+        };
+        let (handle, commands) = crate::fleet::Handle::new(config.name.clone());
+        #[cfg(feature = "fleet")]
+        let task = Some(crate::fleet::client::spawn(
+            config,
+            Arc::clone(&self.snapshots),
+            Arc::clone(&self.shared),
+            Arc::clone(&handle),
+            commands,
+            stop,
+        ));
+        #[cfg(not(feature = "fleet"))]
+        let task = {
+            drop((commands, stop, config));
+            tracing::error!("[fleet] is set but this build has no fleet support");
+            None
+        };
+        (Some(handle), task)
     }
 }
 

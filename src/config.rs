@@ -34,8 +34,36 @@ pub struct Config {
     pub notify: Option<NotifyConfig>,
     /// `[log]`: the access log and the debug side header; all off when absent.
     pub log: LogConfig,
+    /// `[fleet]`: judge and latch together with the other instances of this name,
+    /// through etcd (SPEC §10). `None`: this instance judges alone.
+    pub fleet: Option<FleetConfig>,
     /// In file order; names are unique.
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[fleet]`: the etcd cluster and this instance's place in the fleet (SPEC §10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// Instances with the same name judge together; a path segment of every key.
+    pub name: String,
+    /// etcd client URLs (`http://host:port` or `https://host:port`), tried in turn.
+    pub endpoints: Vec<String>,
+    /// This instance's name in the fleet (default: the host name).
+    pub instance: String,
+    /// Between counter publications (jittered ±10 %); default 1 s.
+    pub publish_interval: Duration,
+    /// No etcd round trip for this long: judge locally; default 3 s.
+    pub stale_after: Duration,
+    /// Key prefix, ending in `/`; default `/canary-proxy/`.
+    pub prefix: String,
+    pub tls: Option<FleetTls>,
+}
+
+/// TLS to etcd: a CA that verifies the members, and an optional client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// `[server]`: the downstream listener and its limits.

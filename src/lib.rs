@@ -35,6 +35,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod fleet;
 pub mod history;
 pub mod notify;
 pub mod proxy;

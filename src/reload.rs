@@ -260,6 +260,13 @@ impl Reloader {
                 self.path.display()
             )]);
         }
+        if next.fleet != current.fleet {
+            // The fleet client connects once, at start, with these keys.
+            return Err(vec![format!(
+                "{}: fleet: changing the [fleet] section needs a restart",
+                self.path.display()
+            )]);
+        }
         let listener = if next.server.listen != current.server.listen {
             Some(bind(next.server.listen, "server.listen").await?)
         } else {
@@ -454,6 +461,7 @@ fn same_config(a: &Config, b: &Config) -> bool {
         state,
         notify,
         log,
+        fleet,
         routes,
     } = a;
     *source == b.source
@@ -462,6 +470,7 @@ fn same_config(a: &Config, b: &Config) -> bool {
         && *state == b.state
         && *notify == b.notify
         && *log == b.log
+        && *fleet == b.fleet
         && *routes == b.routes
 }
 

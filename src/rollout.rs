@@ -56,7 +56,22 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub struct Shared {
     pub events: Arc<Events>,
     pub telemetry: Arc<Telemetry>,
+    /// What the fleet client tells every runtime (all false without `[fleet]`).
+    pub fleet: FleetCell,
     trips: mpsc::UnboundedSender<Trip>,
+}
+
+/// The fleet's say over local judgement (SPEC §10). Without `[fleet]` every flag is
+/// false and a runtime judges alone, as in SPEC §1–§9.
+#[derive(Debug, Default)]
+pub struct FleetCell {
+    /// `[fleet]` is set: count the fleet counters, tag events with a scope.
+    enabled: AtomicBool,
+    /// etcd answered within `stale_after`: the fleet judge decides, and a local breach
+    /// only asks for an early publish. False: judge locally, latch this instance only.
+    fresh: AtomicBool,
+    /// A local breach (or sharp move) since the last publish: publish early.
+    nudged: AtomicBool,
 }
 
 /// A breach found on the request path, for the driver to settle.
@@ -100,6 +115,10 @@ pub struct RouteRuntime {
     /// `enforce = false`: a would-be rollback has been reported and not yet cleared.
     observed_failing: AtomicBool,
     machine: Mutex<Machine>,
+    /// `[fleet]`: this instance's cumulative counts per side since the fleet record's
+    /// `epoch` began (SPEC §10), published by the fleet client.
+    fleet_counts: [CountCells; 2],
+    fleet_epoch: AtomicU64,
     meters: RouteMeters,
     state_dir: Mutex<Option<PathBuf>>,
     shared: Arc<Shared>,
@@ -147,9 +166,26 @@ pub struct Decided {
 /// Who asked for a command, and why (`POST …/rollback` with `{"reason": "…"}`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Operator {
-    /// The admin token's name (`admin` for a file with one bare token).
+    /// The admin token's name (`admin` for a file with one bare token); for a fleet
+    /// decision, `fleet:` and the instance that made it.
     pub name: String,
     pub reason: Option<String>,
+    /// Extra event fields (a fleet decision's `judged_revision` and totals).
+    pub details: Vec<(&'static str, serde_json::Value)>,
+    /// Made by the fleet (`scope: "fleet"` on the event) rather than this instance.
+    pub fleet: bool,
+    /// A fleet rollback's breach (the `reason` label of `rollbacks_total`); `None`:
+    /// an operator's (`manual`).
+    pub breach: Option<machine::BreachKind>,
+}
+
+/// `Counts` as atomics (the request path adds, the fleet client reads).
+#[derive(Debug, Default)]
+struct CountCells {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    slow: AtomicU64,
+    slo_misses: AtomicU64,
 }
 
 /// Cumulative counts of what clients received on a route.
@@ -188,6 +224,7 @@ impl Shared {
             Arc::new(Shared {
                 events,
                 telemetry,
+                fleet: FleetCell::default(),
                 trips,
             }),
             rx,
@@ -245,6 +282,8 @@ impl RouteRuntime {
             observed_failing: AtomicBool::new(false),
             meters: shared.telemetry.route_meters(&route.name),
             machine: Mutex::new(machine),
+            fleet_counts: Default::default(),
+            fleet_epoch: AtomicU64::new(0),
             state_dir: Mutex::new(state_dir),
             shared: Arc::clone(shared),
         });
@@ -303,7 +342,21 @@ impl RouteRuntime {
             now,
             !self.is_rolled_back(),
         );
-        let breach = judged.breach;
+        let fleet = &self.shared.fleet;
+        if fleet.enabled.load(Ordering::Relaxed) {
+            self.fleet_counts[side_index(side)].add(judged.counts);
+            if side == Side::Canary && judged.counts.errors > 0 {
+                // Evidence moved: publish early (the client caps it at 10/s).
+                fleet.nudged.store(true, Ordering::Relaxed);
+            }
+        }
+        let mut breach = judged.breach;
+        if breach.is_some() && fleet.judges() {
+            // The fleet judge decides on the fleet's totals; publish early so it sees
+            // this evidence within ~100 ms.
+            fleet.nudged.store(true, Ordering::Relaxed);
+            breach = None;
+        }
         let enforce = self.judge.budget().config.enforce;
         match breach {
             Some(breach) => self.trip(breach, now, enforce),
@@ -409,11 +462,57 @@ impl RouteRuntime {
         }
     }
 
+    /// `[fleet]`: this instance's cumulative counts (stable, canary) since `epoch`.
+    pub fn fleet_counts(&self) -> (u64, [Counts; 2]) {
+        (
+            self.fleet_epoch.load(Ordering::Acquire),
+            [self.fleet_counts[0].get(), self.fleet_counts[1].get()],
+        )
+    }
+
+    /// `[fleet]`: applies the fleet record's `command` (made by the fleet judge or an
+    /// operator on any instance). A new `epoch` (the canary re-armed) starts this
+    /// instance's counters again. Persists before it reports, like every decision.
+    pub fn fleet_apply(
+        &self,
+        command: Option<Command>,
+        epoch: u64,
+        operator: &Operator,
+        now: Instant,
+    ) -> Result<RouteStatus, Conflict> {
+        if self.fleet_epoch.swap(epoch, Ordering::AcqRel) != epoch {
+            for cells in &self.fleet_counts {
+                cells.reset();
+            }
+        }
+        match command {
+            Some(command) => self.command_by(command, operator, now),
+            None => Ok(self.status(now)),
+        }
+    }
+
+    /// Whether `command` would be accepted now (an operator's fleet command is checked
+    /// here before it is written to etcd).
+    pub fn check_command(&self, command: Command, now: Instant) -> Result<(), Conflict> {
+        let mut machine = self.lock().clone();
+        machine.command(command, now).map(drop)
+    }
+
+    /// `[fleet]` with a fresh view: the fleet decides, so commands go through etcd.
+    pub fn fleet_judges(&self) -> bool {
+        self.shared.fleet.judges()
+    }
+
+    /// The machine's phase (`rolled_back`, …).
+    pub fn phase(&self) -> Phase {
+        self.lock().phase()
+    }
+
     /// Admin: an operator's command.
     pub fn command(&self, command: Command, now: Instant) -> Result<RouteStatus, Conflict> {
         let operator = Operator {
             name: "admin".into(),
-            reason: None,
+            ..Operator::default()
         };
         self.command_by(command, &operator, now)
     }
@@ -554,13 +653,11 @@ impl RouteRuntime {
                 // The latch may close before the disk: it reports nothing and only
                 // sends traffic to stable.
                 self.rolled_back.store(true, Ordering::Release);
-                Some(
-                    breach
-                        .as_ref()
-                        .map_or(crate::telemetry::RollbackReason::Manual, |b| {
-                            b.kind.reason()
-                        }),
-                )
+                let kind = breach
+                    .as_ref()
+                    .map(|b| b.kind)
+                    .or(operator.and_then(|o| o.breach));
+                Some(kind.map_or(crate::telemetry::RollbackReason::Manual, |k| k.reason()))
             }
             _ => None,
         };
@@ -598,6 +695,13 @@ impl RouteRuntime {
             if let Some(reason) = &operator.reason {
                 event.reason = reason.clone();
             }
+            for (key, value) in &operator.details {
+                event = event.with(key, value.clone());
+            }
+        }
+        if self.shared.fleet.enabled.load(Ordering::Relaxed) {
+            let fleet = operator.is_some_and(|o| o.fleet);
+            event = event.with("scope", if fleet { "fleet" } else { "local" });
         }
         let mut decision = event.details.clone();
         decision.insert("kind".into(), event.kind.into());
@@ -676,6 +780,74 @@ fn breach_event(event: Event, breach: &Breach) -> Event {
         .with("stable_requests", breach.stable.requests)
         .with("stable_errors", breach.stable.errors)
         .with("stable_error_rate", breach.stable.error_rate())
+}
+
+// === impl FleetCell ===
+
+impl FleetCell {
+    /// `[fleet]` is set.
+    pub fn enable(&self) {
+        self.enabled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// The view is fresh (`true`) or stale (`false`); returns the previous value.
+    pub fn set_fresh(&self, fresh: bool) -> bool {
+        self.fresh.swap(fresh, Ordering::AcqRel)
+    }
+
+    /// The fleet judge decides (fleet mode with a fresh view).
+    pub fn judges(&self) -> bool {
+        self.fresh.load(Ordering::Acquire) && self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Takes the early-publish request, if any.
+    pub fn take_nudge(&self) -> bool {
+        self.nudged.swap(false, Ordering::AcqRel)
+    }
+}
+
+// === impl CountCells ===
+
+impl CountCells {
+    fn add(&self, counts: Counts) {
+        self.requests.fetch_add(counts.requests, Ordering::Relaxed);
+        if counts.errors > 0 {
+            self.errors.fetch_add(counts.errors, Ordering::Relaxed);
+        }
+        if counts.slow > 0 {
+            self.slow.fetch_add(counts.slow, Ordering::Relaxed);
+        }
+        if counts.slo_misses > 0 {
+            self.slo_misses
+                .fetch_add(counts.slo_misses, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self) -> Counts {
+        Counts {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            slow: self.slow.load(Ordering::Relaxed),
+            slo_misses: self.slo_misses.load(Ordering::Relaxed),
+        }
+    }
+
+    fn reset(&self) {
+        for cell in [&self.requests, &self.errors, &self.slow, &self.slo_misses] {
+            cell.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::Stable => 0,
+        Side::Canary => 1,
+    }
 }
 
 // === impl Trip ===

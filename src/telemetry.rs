@@ -42,6 +42,12 @@ pub const ENDPOINT_EJECTIONS_TOTAL: &str = "canary_proxy_endpoint_ejections_tota
 pub const ACCESS_LOG_DROPPED_TOTAL: &str = "canary_proxy_access_log_dropped_total";
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "canary_proxy_webhook_deliveries_total";
 pub const WEBHOOK_DROPPED_TOTAL: &str = "canary_proxy_webhook_dropped_total";
+pub const FLEET_CONNECTED: &str = "canary_proxy_fleet_connected";
+pub const FLEET_MEMBERS: &str = "canary_proxy_fleet_members";
+pub const FLEET_IS_JUDGE: &str = "canary_proxy_fleet_is_judge";
+pub const FLEET_VIEW_AGE: &str = "canary_proxy_fleet_view_age_seconds";
+pub const FLEET_PUBLISH_TOTAL: &str = "canary_proxy_fleet_publish_total";
+pub const FLEET_FALLBACKS_TOTAL: &str = "canary_proxy_fleet_fallbacks_total";
 
 /// Upper bounds of `request_duration_seconds`, in seconds. From sub-millisecond (a
 /// sidecar hop on loopback) to 30 s (the default `request_timeout`), roughly ×2–2.5
@@ -111,6 +117,25 @@ pub struct WebhookMeters {
     pub queue_full: Counter,
     /// `webhook_dropped_total{reason="retries_exhausted"}`: every attempt failed.
     pub retries_exhausted: Counter,
+}
+
+/// The fleet client's handles (SPEC §10). Registered only with `[fleet]`.
+#[derive(Debug, Clone)]
+pub struct FleetMeters {
+    /// `fleet_connected`: 1 while the last etcd round trip is within `stale_after`.
+    pub connected: Gauge,
+    /// `fleet_members`: instances with a live liveness key.
+    pub members: Gauge,
+    /// `fleet_is_judge`: 1 on the instance that judges the fleet.
+    pub is_judge: Gauge,
+    /// `fleet_view_age_seconds`: since the last etcd round trip.
+    pub view_age: Gauge,
+    /// `fleet_publish_total{result="ok"}`: counter writes that landed.
+    pub publish_ok: Counter,
+    /// `fleet_publish_total{result="error"}`: counter writes that failed.
+    pub publish_error: Counter,
+    /// `fleet_fallbacks_total`: switches from fleet to local judgement (view stale).
+    pub fallbacks: Counter,
 }
 
 /// Rollback reasons (`reason` label of `rollbacks_total`).
@@ -352,6 +377,27 @@ impl Telemetry {
             failure: counter(WEBHOOK_DELIVERIES_TOTAL, "result", "failure"),
             queue_full: counter(WEBHOOK_DROPPED_TOTAL, "reason", "queue_full"),
             retries_exhausted: counter(WEBHOOK_DROPPED_TOTAL, "reason", "retries_exhausted"),
+        }
+    }
+
+    /// The fleet client's handles (`[fleet]` only, so a single instance shows none).
+    pub fn fleet_meters(&self) -> FleetMeters {
+        let gauge = |name: &'static str| {
+            self.recorder
+                .register_gauge(&Key::from_name(name), &METADATA)
+        };
+        let counter = |name: &'static str, labels: Vec<Label>| {
+            self.recorder
+                .register_counter(&Key::from_parts(name, labels), &METADATA)
+        };
+        FleetMeters {
+            connected: gauge(FLEET_CONNECTED),
+            members: gauge(FLEET_MEMBERS),
+            is_judge: gauge(FLEET_IS_JUDGE),
+            view_age: gauge(FLEET_VIEW_AGE),
+            publish_ok: counter(FLEET_PUBLISH_TOTAL, vec![Label::new("result", "ok")]),
+            publish_error: counter(FLEET_PUBLISH_TOTAL, vec![Label::new("result", "error")]),
+            fallbacks: counter(FLEET_FALLBACKS_TOTAL, vec![]),
         }
     }
 
@@ -603,6 +649,32 @@ fn describe(recorder: &PrometheusRecorder) {
         WEBHOOK_DROPPED_TOTAL,
         None,
         "Events the webhook never received, by reason (queue_full|retries_exhausted).",
+    );
+    g(FLEET_CONNECTED, None, "1 while this instance's last etcd round trip is within [fleet] stale_after (fleet judgement), 0 while it judges locally.");
+    g(
+        FLEET_MEMBERS,
+        None,
+        "Fleet instances with a live liveness key in etcd.",
+    );
+    g(
+        FLEET_IS_JUDGE,
+        None,
+        "1 on the instance elected to judge the fleet.",
+    );
+    g(
+        FLEET_VIEW_AGE,
+        Some(Unit::Seconds),
+        "Time since this instance's last etcd round trip.",
+    );
+    c(
+        FLEET_PUBLISH_TOTAL,
+        None,
+        "Counter publications to etcd, by result (ok|error).",
+    );
+    c(
+        FLEET_FALLBACKS_TOTAL,
+        None,
+        "Switches from fleet to local judgement because etcd was out of reach for stale_after.",
     );
 }
 

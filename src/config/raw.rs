@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     pub(super) notify: Option<Spanned<RawNotify>>,
     /// `[log]`; absent means no access log and no side header.
     pub(super) log: Option<Spanned<RawLog>>,
+    /// `[fleet]`; absent means this instance judges alone (SPEC §10).
+    pub(super) fleet: Option<Spanned<RawFleet>>,
     /// `[[route]]`; at least one is required (checked in `validate`).
     pub(super) route: Option<Spanned<Vec<Spanned<RawRoute>>>>,
 }
@@ -103,6 +105,35 @@ pub(super) struct RawNotify {
     pub(super) backoff: Option<Spanned<String>>,
     /// Humantime duration: one attempt, connect to response head.
     pub(super) timeout: Option<Spanned<String>>,
+}
+
+/// `[fleet]` (SPEC §10).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleet {
+    /// Instances with the same name judge together.
+    pub(super) name: Option<Spanned<String>>,
+    /// etcd v3 client URLs, `http://host:port` or `https://host:port`.
+    pub(super) endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    /// This instance's name (default: the host name).
+    pub(super) instance: Option<Spanned<String>>,
+    /// Humantime duration between counter publications.
+    pub(super) publish_interval: Option<Spanned<String>>,
+    /// Humantime duration without an etcd round trip before local judgement.
+    pub(super) stale_after: Option<Spanned<String>>,
+    /// Key prefix in etcd (default `/canary-proxy/`).
+    pub(super) prefix: Option<Spanned<String>>,
+    /// `https://` endpoints: CA and optional client certificate.
+    pub(super) tls: Option<Spanned<RawFleetTls>>,
+}
+
+/// `[fleet] tls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleetTls {
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) cert: Option<Spanned<String>>,
+    pub(super) key: Option<Spanned<String>>,
 }
 
 /// `[log]`.

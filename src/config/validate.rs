@@ -23,6 +23,7 @@ use super::{
 };
 
 mod fields;
+mod fleet;
 mod notify;
 mod offline;
 mod route;
@@ -103,20 +104,31 @@ pub fn parse_str_with(
         None => Some(LogConfig::default()),
     };
     let routes = cx.routes(raw.route.as_ref());
+    let fleet = raw.fleet.as_ref().map(|fleet| cx.fleet(fleet));
 
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
     // No error was recorded, so every section is `Some`; the `else` is unreachable in
     // practice but keeps this free of panics.
-    let (Some(server), Some(admin), Some(state), Some(notify), Some(log), Some(routes)) = (
+    let (
+        Some(server),
+        Some(admin),
+        Some(state),
+        Some(notify),
+        Some(log),
+        Some(routes),
+        Some(fleet),
+    ) = (
         server,
         section(admin),
         section(state),
         section(notify),
         log,
         routes,
-    ) else {
+        section(fleet),
+    )
+    else {
         return Err(vec![cx.invalid(
             0..0,
             "",
@@ -131,6 +143,7 @@ pub fn parse_str_with(
         notify,
         log,
         routes,
+        fleet,
     };
     Ok(Loaded {
         config,

@@ -352,6 +352,19 @@ impl fmt::Display for Phase {
 // === impl BreachKind ===
 
 impl BreachKind {
+    pub const ALL: [BreachKind; 5] = [
+        BreachKind::ErrorRate,
+        BreachKind::ErrorRateVsStable,
+        BreachKind::P99Latency,
+        BreachKind::Sequential,
+        BreachKind::SequentialLatency,
+    ];
+
+    /// The kind whose `as_str` is `s` (a fleet record's reason).
+    pub fn parse(s: &str) -> Option<BreachKind> {
+        BreachKind::ALL.into_iter().find(|kind| kind.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         self.reason().as_str()
     }
