@@ -351,13 +351,14 @@ impl RouteRuntime {
             }
         }
         let mut breach = judged.breach;
-        if breach.is_some() && fleet.judges() {
+        let enforce = self.judge.budget().config.enforce;
+        if breach.is_some() && enforce && fleet.judges() {
             // The fleet judge decides on the fleet's totals; publish early so it sees
-            // this evidence within ~100 ms.
+            // this evidence within ~100 ms. (Observe-only breaches are reported by
+            // each instance, as without a fleet.)
             fleet.nudged.store(true, Ordering::Relaxed);
             breach = None;
         }
-        let enforce = self.judge.budget().config.enforce;
         match breach {
             Some(breach) => self.trip(breach, now, enforce),
             None => {

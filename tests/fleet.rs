@@ -61,7 +61,8 @@ impl Cluster {
             .map(|m| format!("{}=http://{}", m.name, m.peer))
             .collect();
         let member = &self.members[i];
-        let log = std::fs::File::create(self.dir.path().join(format!("{}.log", member.name))).unwrap();
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("{}.log", member.name))).unwrap();
         let child = Command::new("etcd")
             .args([
                 "--name",
@@ -148,9 +149,10 @@ impl Cluster {
 
     /// The index of the current leader.
     async fn leader(&self) -> usize {
-        let mut client = etcd_client::Client::connect([format!("http://{}", self.members[0].client)], None)
-            .await
-            .unwrap();
+        let mut client =
+            etcd_client::Client::connect([format!("http://{}", self.members[0].client)], None)
+                .await
+                .unwrap();
         let status = client.status().await.unwrap();
         let leader = status.leader();
         let members = client.member_list().await.unwrap();
@@ -233,7 +235,10 @@ async fn wait_joined(all: &[Instance]) {
     wait_for("the fleet joined", Duration::from_secs(15), || async {
         for instance in all {
             let fleet = &instance.proxy.route_status("shop").await["fleet"];
-            if fleet["connected"] != true || fleet["members"] != all.len() || fleet["judge"].is_null() {
+            if fleet["connected"] != true
+                || fleet["members"] != all.len()
+                || fleet["judge"].is_null()
+            {
                 return false;
             }
         }
@@ -279,7 +284,9 @@ async fn traffic(
             )
             .await;
         match response {
-            Ok(response) if response.status() != StatusCode::BAD_GATEWAY && response.status() != StatusCode::SERVICE_UNAVAILABLE => {}
+            Ok(response)
+                if response.status() != StatusCode::BAD_GATEWAY
+                    && response.status() != StatusCode::SERVICE_UNAVAILABLE => {}
             _ => failed += 1,
         }
         if let Some(watched) = until {
@@ -302,8 +309,20 @@ fn single_judge_needs(budget: &str, stable_every: u64, canary_every: u64) -> u64
     let now = tokio::time::Instant::now();
     let judge = Judge::new(&config.routes[0].budget, now);
     for i in 1..=100_000u64 {
-        judge.observe(Side::Stable, i % stable_every == 0, Duration::ZERO, now, true);
-        let judged = judge.observe(Side::Canary, i % canary_every == 0, Duration::ZERO, now, true);
+        judge.observe(
+            Side::Stable,
+            i % stable_every == 0,
+            Duration::ZERO,
+            now,
+            true,
+        );
+        let judged = judge.observe(
+            Side::Canary,
+            i % canary_every == 0,
+            Duration::ZERO,
+            now,
+            true,
+        );
         if judged.breach.is_some() {
             return i;
         }
@@ -333,9 +352,11 @@ async fn the_fleet_rolls_back_on_its_totals_while_each_local_test_is_undecided()
 
     traffic(&all, 0, 4000, Duration::from_millis(2), Some(&all[0])).await;
     for instance in &all {
-        wait_for("fleet rollback reached every instance", Duration::from_secs(10), || async {
-            state(instance).await == "rolled_back"
-        })
+        wait_for(
+            "fleet rollback reached every instance",
+            Duration::from_secs(10),
+            || async { state(instance).await == "rolled_back" },
+        )
         .await;
     }
 
@@ -353,9 +374,17 @@ async fn the_fleet_rolls_back_on_its_totals_while_each_local_test_is_undecided()
         );
         let status = instance.proxy.route_status("shop").await;
         let local = &status["verdict"];
-        assert_eq!(local["verdict"], "undecided", "{}: the local test alone had not decided: {local}", instance.name);
+        assert_eq!(
+            local["verdict"], "undecided",
+            "{}: the local test alone had not decided: {local}",
+            instance.name
+        );
         let armed = local["canary_requests"].as_u64().unwrap();
-        assert!(armed < total, "{}: saw {armed} of the fleet's {total}", instance.name);
+        assert!(
+            armed < total,
+            "{}: saw {armed} of the fleet's {total}",
+            instance.name
+        );
         eprintln!(
             "{}: fleet decided at {total} canary requests (single judge: {single}); this instance saw {armed}",
             instance.name
@@ -374,7 +403,8 @@ async fn equal_versions_are_never_latched() {
     // Every count published (publish_interval 200 ms).
     wait_for("fleet totals complete", Duration::from_secs(5), || async {
         let totals = &all[0].proxy.route_status("shop").await["fleet"]["totals"];
-        totals["stable"]["requests"].as_u64().unwrap() + totals["canary"]["requests"].as_u64().unwrap()
+        totals["stable"]["requests"].as_u64().unwrap()
+            + totals["canary"]["requests"].as_u64().unwrap()
             == sent as u64
     })
     .await;
@@ -392,9 +422,11 @@ async fn a_latch_reaches_every_instance_at_once() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let committed = Instant::now();
     for instance in &all[1..] {
-        wait_for("the latch reached the instance", Duration::from_secs(2), || async {
-            instance.proxy.route_status("shop").await["effective_weight"] == 0.0
-        })
+        wait_for(
+            "the latch reached the instance",
+            Duration::from_secs(2),
+            || async { instance.proxy.route_status("shop").await["effective_weight"] == 0.0 },
+        )
         .await;
     }
     let polled = committed.elapsed();
@@ -406,7 +438,12 @@ async fn a_latch_reaches_every_instance_at_once() {
         assert_eq!(event["actor"], "ops");
         times.push(humantime::parse_rfc3339(event["time"].as_str().unwrap()).unwrap());
     }
-    let spread = times.iter().max().unwrap().duration_since(*times.iter().min().unwrap()).unwrap();
+    let spread = times
+        .iter()
+        .max()
+        .unwrap()
+        .duration_since(*times.iter().min().unwrap())
+        .unwrap();
     eprintln!("latch: every instance at weight 0 within {spread:?} of the first (polled: all within {polled:?} of the command's answer)");
     assert!(spread < Duration::from_millis(1000), "{spread:?}");
 }
@@ -417,13 +454,21 @@ async fn the_etcd_leader_killed_mid_rollout_loses_nothing() {
     let all = setup.three().await;
     let published = |i: usize| {
         let all = &all;
-        async move { all[i].proxy.metric("canary_proxy_fleet_publish_total{result=\"ok\"}").await }
+        async move {
+            all[i]
+                .proxy
+                .metric("canary_proxy_fleet_publish_total{result=\"ok\"}")
+                .await
+        }
     };
     let leader = setup.cluster.leader().await;
     setup.cluster.kill(leader);
     let before = published(0).await;
     let (_, failed) = traffic(&all, 0, 600, Duration::from_millis(3), None).await;
-    assert_eq!(failed, 0, "data-path requests failed while etcd elected a leader");
+    assert_eq!(
+        failed, 0,
+        "data-path requests failed while etcd elected a leader"
+    );
     // Publishing already resumed during the traffic, or does now.
     wait_for("publishing resumed", Duration::from_secs(5), || async {
         published(0).await > before
@@ -433,22 +478,28 @@ async fn the_etcd_leader_killed_mid_rollout_loses_nothing() {
     let (status, body) = all[1].proxy.command("shop", "rollback", Some(TOKEN)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     for instance in &all {
-        wait_for("the latch written after the kill reached the instance", Duration::from_secs(3), || async {
-            state(instance).await == "rolled_back"
-        })
+        wait_for(
+            "the latch written after the kill reached the instance",
+            Duration::from_secs(3),
+            || async { state(instance).await == "rolled_back" },
+        )
         .await;
     }
 }
 
 async fn wait_joined_connected(all: &[Instance]) {
-    wait_for("every instance connected", Duration::from_secs(10), || async {
-        for instance in all {
-            if instance.proxy.metric("canary_proxy_fleet_connected").await != 1.0 {
-                return false;
+    wait_for(
+        "every instance connected",
+        Duration::from_secs(10),
+        || async {
+            for instance in all {
+                if instance.proxy.metric("canary_proxy_fleet_connected").await != 1.0 {
+                    return false;
+                }
             }
-        }
-        true
-    })
+            true
+        },
+    )
     .await;
 }
 
@@ -459,16 +510,26 @@ async fn without_etcd_each_instance_judges_alone_and_counts_everything() {
     for i in 0..3 {
         setup.cluster.kill(i);
     }
-    wait_for("every instance sees etcd gone", Duration::from_secs(4), || async {
-        for instance in &all {
-            if instance.proxy.metric("canary_proxy_fleet_connected").await != 0.0 {
-                return false;
+    wait_for(
+        "every instance sees etcd gone",
+        Duration::from_secs(4),
+        || async {
+            for instance in &all {
+                if instance.proxy.metric("canary_proxy_fleet_connected").await != 0.0 {
+                    return false;
+                }
             }
-        }
-        true
-    })
+            true
+        },
+    )
     .await;
-    assert!(all[0].proxy.metric("canary_proxy_fleet_fallbacks_total").await >= 1.0);
+    assert!(
+        all[0]
+            .proxy
+            .metric("canary_proxy_fleet_fallbacks_total")
+            .await
+            >= 1.0
+    );
     // A bad canary, judged locally: only the instance with the traffic rolls back.
     setup.canary.fail_every(2);
     let only_a = &all[..1];
@@ -483,13 +544,22 @@ async fn without_etcd_each_instance_judges_alone_and_counts_everything() {
     }
     setup.cluster.wait_healthy().await;
     wait_joined_connected(&all).await;
-    wait_for("the outage's counts in the fleet totals", Duration::from_secs(5), || async {
-        let totals = &all[1].proxy.route_status("shop").await["fleet"]["totals"];
-        totals["stable"]["requests"].as_u64().unwrap() + totals["canary"]["requests"].as_u64().unwrap()
-            >= sent as u64
-    })
+    wait_for(
+        "the outage's counts in the fleet totals",
+        Duration::from_secs(5),
+        || async {
+            let totals = &all[1].proxy.route_status("shop").await["fleet"]["totals"];
+            totals["stable"]["requests"].as_u64().unwrap()
+                + totals["canary"]["requests"].as_u64().unwrap()
+                >= sent as u64
+        },
+    )
     .await;
-    assert_eq!(state(&all[0]).await, "rolled_back", "a latch once set holds");
+    assert_eq!(
+        state(&all[0]).await,
+        "rolled_back",
+        "a latch once set holds"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,12 +578,18 @@ async fn a_restarted_instance_never_lowers_or_doubles_the_totals() {
     wait_joined(&all).await;
     assert!(totals(&all[0]).await >= first as u64, "totals went down");
     let (second, _) = traffic(&all, first, 600, Duration::from_millis(1), None).await;
-    wait_for("every count published once", Duration::from_secs(5), || async {
-        totals(&all[0]).await == (first + second) as u64
-    })
+    wait_for(
+        "every count published once",
+        Duration::from_secs(5),
+        || async { totals(&all[0]).await == (first + second) as u64 },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(totals(&all[2]).await, (first + second) as u64, "nothing counted twice");
+    assert_eq!(
+        totals(&all[2]).await,
+        (first + second) as u64,
+        "nothing counted twice"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,7 +610,11 @@ async fn resume_on_one_instance_re_arms_all_and_one_of_two_resumes_wins() {
     );
     let mut codes = [one.0, two.0];
     codes.sort();
-    assert_eq!(codes, [StatusCode::OK, StatusCode::CONFLICT], "{one:?} {two:?}");
+    assert_eq!(
+        codes,
+        [StatusCode::OK, StatusCode::CONFLICT],
+        "{one:?} {two:?}"
+    );
     for instance in &all {
         wait_for("re-armed everywhere", Duration::from_secs(2), || async {
             state(instance).await == "steady"

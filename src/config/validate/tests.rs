@@ -10,6 +10,7 @@ use crate::config::{
 };
 
 /// One file per area, so each stays short; helpers below are shared.
+mod fleet;
 mod notify;
 mod route;
 mod server;
