@@ -166,10 +166,136 @@ impl Cluster {
     }
 }
 
-/// One proxy of the fleet, in process (its own listeners, state dir and etcd client).
+/// One proxy of the fleet: a `canary-proxy run` process, killed on drop.
 struct Instance {
-    proxy: TestProxy,
+    proxy: Process,
     name: String,
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_canary-proxy");
+
+/// A proxy process and its two listeners (read from its log: it listens on port 0).
+struct Process {
+    child: Option<Killed>,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Process {
+    async fn start(config: &Path, log: &Path) -> Process {
+        let child = Command::new(BIN)
+            .args(["run", "-c", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let child = Killed(child);
+        let mut addrs = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while addrs.0.is_none() || addrs.1.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the proxy did not start: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+                let Some(addr) = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+                    .and_then(|a| a.trim_matches('"').parse::<SocketAddr>().ok())
+                else {
+                    continue;
+                };
+                if line.contains("admin listening") {
+                    addrs.1 = Some(addr);
+                } else if line.contains("listening") {
+                    addrs.0 = Some(addr);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Process {
+            child: Some(child),
+            addr: addrs.0.unwrap(),
+            admin: addrs.1.unwrap(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let (status, _, body) = get(&client(), &format!("http://{}{path}", self.admin), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    async fn route_status(&self, name: &str) -> serde_json::Value {
+        let routes = self.admin_json("/api/v1/routes").await;
+        routes["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap()
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        let text = get(&client(), &format!("http://{}/metrics", self.admin), &[])
+            .await
+            .2;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    async fn command(
+        &self,
+        route: &str,
+        action: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, String) {
+        let mut req = http::Request::post(format!(
+            "http://{}/api/v1/routes/{route}/{action}",
+            self.admin
+        ));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let response = client().request(req.body(empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// SIGTERM, then waits (bounded) for the drain.
+    async fn stop(mut self) {
+        let Some(mut killed) = self.child.take() else {
+            return;
+        };
+        let child = &mut killed.0;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the proxy did not stop within 10 s of SIGTERM");
+    }
 }
 
 struct Setup {
@@ -213,9 +339,17 @@ impl Setup {
 
     async fn instance(&self, name: &str) -> Instance {
         let toml = self.toml(name);
-        parse_str(&toml, Path::new("fleet.toml")).unwrap();
+        let path = self.state.path().join(format!("{name}.toml"));
+        std::fs::write(&path, &toml).unwrap();
+        let log = self.state.path().join(format!(
+            "{name}-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         Instance {
-            proxy: TestProxy::start(&toml).await,
+            proxy: Process::start(&path, &log).await,
             name: name.to_string(),
         }
     }
@@ -611,6 +745,23 @@ async fn a_restarted_instance_never_lowers_or_doubles_the_totals() {
         (first + second) as u64,
         "nothing counted twice"
     );
+    // kill -9 of b (its counts are published): they stay in the totals, unleased.
+    let b = all.remove(1);
+    drop(b);
+    all.insert(1, setup.instance("b").await);
+    wait_joined(&all).await;
+    assert_eq!(
+        totals(&all[1]).await,
+        (first + second) as u64,
+        "a crashed instance's counts stay"
+    );
+    let (third, _) = traffic(&all, first + second, 300, Duration::from_millis(1), None).await;
+    wait_for(
+        "counts after the crash published",
+        Duration::from_secs(5),
+        || async { totals(&all[0]).await == (first + second + third) as u64 },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -169,7 +169,13 @@ impl Fleet {
             }
         }
         monitor.abort();
-        // Leave at once: members and the judge key go with the lease.
+        if let Some(client) = client.as_mut() {
+            // What was counted since the last publication (the drain has ended, so
+            // nothing more will be), then leave at once: members and the judge key go
+            // with the lease.
+            self.next_publish = Instant::now();
+            let _ = tokio::time::timeout(CALL_TIMEOUT, self.publish(client, Instant::now())).await;
+        }
         if let (Some(lease), Some(client)) = (self.lease, client.as_mut()) {
             let _ =
                 tokio::time::timeout(Duration::from_millis(500), client.lease_revoke(lease)).await;
