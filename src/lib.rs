@@ -10,9 +10,12 @@
 //!   held for a retry), endpoint selection with passive health, the shield's retry
 //!   budget (`retry_budget`).
 //! - `tls`: rustls server and client configs (ring provider, PEM via pki-types).
-//! - `proxy`: the data path (accept, head checks, forward, one attempt per side with
-//!   endpoint failover (`attempt`), the shield's retry on stable, stream, rescue).
-//! - `error`: the data path's leaf errors, mapped to statuses in `proxy::rescue` only.
+//! - `proxy`: the data path as named phases: accept (`server`), `request_id`, head
+//!   checks (`head`), header rewriting (`rewrite`), `upgrade`/tunnel, the forward
+//!   itself (`forward`: route, side, the shield's retry on stable), one attempt per
+//!   side with endpoint failover (`attempt`), the metered response (`body`), `rescue`.
+//! - `error`: the data path's leaf errors, mapped to statuses in `proxy::rescue` only,
+//!   and `classify`, the one judge of an exchange's outcome (failure, head, trailers).
 //! - `rollout`: the canary's runtime: the window (`window`), the pure budget verdict
 //!   and state machine (`machine`), persisted decisions (`store`), the driver.
 //! - `telemetry`: metric names, buckets and pre-resolved handles.

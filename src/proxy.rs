@@ -1,14 +1,21 @@
-//! The data path. A request flows
-//! `server` (accept, h1/h2, limits, drain) → `forward::proxy` (head checks, route,
-//! split, rewrite) → `attempt::send` (one side: endpoint, authority, send; a failed
-//! canary attempt may go to stable once, `forward::shielded`) → the response streamed
-//! back through `body` → `rescue` for any error on the way.
+//! The data path. A request flows `server` (accept, h1/h2, limits, drain) →
+//! `forward::proxy`, which runs the phases in order: `request_id`, `head` (checks),
+//! route and split, `rewrite` (the head for the upstream), `attempt::send` (one side:
+//! endpoint, authority, send; a failed canary attempt may go to stable once,
+//! `forward::shielded`), then `upgrade` for a `101`, or the response streamed back
+//! through `body`, whose meter settles the outcome; `rescue` answers any error on the
+//! way. Every outcome is judged by `error::classify`.
 
 pub mod attempt;
 pub mod body;
 pub mod forward;
+pub mod head;
+pub mod request_id;
 pub mod rescue;
+pub mod rewrite;
 pub mod server;
+pub mod upgrade;
 
-pub use forward::ConnInfo;
+pub use forward::DownstreamBody;
+pub use rewrite::ConnInfo;
 pub use server::{listen, serve};

@@ -305,10 +305,10 @@ async fn every_reported_rollback_survives_kill_9() {
 
         // The killer: after the k-th response, or after the first report.
         let responses = Arc::new(AtomicUsize::new(0));
-        let after_report = rng.next() % 3 == 0;
+        let after_report = rng.next().is_multiple_of(3);
         let k = rng.range(3, 7) as usize;
         // A third of the kills land within 2 ms of their trigger, inside the window.
-        let delay = if rng.next() % 3 == 0 {
+        let delay = if rng.next().is_multiple_of(3) {
             Duration::from_micros(rng.range(0, 2_000))
         } else if after_report {
             Duration::from_micros(rng.range(0, 50_000))

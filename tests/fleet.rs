@@ -12,7 +12,8 @@ mod support;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use canary_proxy::config::parse_str;
 use canary_proxy::rollout::judge::Judge;

@@ -16,10 +16,10 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::config::Protocol;
-use crate::error::ProxyError;
+use crate::error::{classify, ProxyError, Seen};
 use crate::rollout::Outcome;
 use crate::routing::{Route, Side};
-use crate::telemetry::{Class, ErrorKind, RetryReason};
+use crate::telemetry::{Class, RetryReason};
 use crate::upstream::{Failed, HealthChange, Lease, RequestBody, Sent, Target, Upstream};
 
 /// A response head from one side.
@@ -78,18 +78,10 @@ pub async fn send(
             Ok(Err(failed)) => failed,
             Err(_elapsed) => Failed::sent(ProxyError::Timeout(timeout)),
         };
-        record_failure(route, side, &failed.error, start);
-        // The endpoint's fault (no connection, a reset, a hang, garbage) counts
-        // towards its ejection; the client's (its body failed) says nothing about it.
-        let endpoint_fault = matches!(
-            failed.error,
-            ProxyError::Connect(_)
-                | ProxyError::ConnectTimeout(_)
-                | ProxyError::Reset(_)
-                | ProxyError::Timeout(_)
-                | ProxyError::Protocol(_)
-        );
-        if endpoint_fault {
+        // The endpoint's fault (no connection, a reset, a hang, garbage) counts against
+        // the side and towards the endpoint's ejection; the client's (its body failed)
+        // says nothing about either.
+        if record_failure(route, side, &failed.error, start) {
             health(route, side, upstream, target, true, Instant::now());
         }
         match failed.unsent {
@@ -104,15 +96,12 @@ pub async fn send(
     unreachable!("the last try returns")
 }
 
-/// Counts a failure without a response against `side`'s budget, except the client's
-/// own (it aborted its request body).
-pub fn record_failure(route: &Route, side: Side, error: &ProxyError, start: Instant) {
-    let kind = match error {
-        ProxyError::Connect(_) | ProxyError::ConnectTimeout(_) => ErrorKind::Connect,
-        ProxyError::Timeout(_) => ErrorKind::Timeout,
-        ProxyError::Reset(_) => ErrorKind::Reset,
-        ProxyError::Protocol(_) => ErrorKind::Protocol,
-        _ => return,
+/// Counts a failure without a response against `side`'s budget when
+/// `error::classify` says it is the upstream's (not the client's: it aborted its
+/// request body). Returns whether it counted.
+pub fn record_failure(route: &Route, side: Side, error: &ProxyError, start: Instant) -> bool {
+    let Some(kind) = classify(Seen::Failed(error)) else {
+        return false;
     };
     let now = Instant::now();
     let outcome = Outcome {
@@ -121,6 +110,7 @@ pub fn record_failure(route: &Route, side: Side, error: &ProxyError, start: Inst
         latency: now.saturating_duration_since(start),
     };
     route.runtime.record(side, outcome, now);
+    true
 }
 
 fn health(

@@ -4,7 +4,8 @@
 //! The meter settles the exchange's outcome when the body ends: at its last frame, at
 //! its trailers (where gRPC puts `grpc-status`), on a body error (the upstream reset
 //! mid-stream), or when the body is dropped early (the client went away: not the
-//! upstream's fault, so the status seen at the head stands).
+//! upstream's fault, so the status seen at the head stands). What each of those counts
+//! as is `error::classify`'s call, the same as for the head and for a failed attempt.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -20,6 +21,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use crate::access_log::Pending;
+use crate::error::{classify, is_grpc, Seen};
 use crate::rollout::{Outcome, RouteRuntime};
 use crate::routing::Side;
 use crate::telemetry::{Class, ErrorKind};
@@ -57,6 +59,7 @@ pub struct Meter {
 // === impl ProxyBody ===
 
 impl ProxyBody {
+    /// A proxy-made body of `text` (see `rescue`).
     pub fn text(text: impl Into<Bytes>) -> ProxyBody {
         ProxyBody::Synthetic {
             body: Full::new(text.into()),
@@ -64,6 +67,7 @@ impl ProxyBody {
         }
     }
 
+    /// No body (the answer to an upgrade).
     pub fn empty() -> ProxyBody {
         ProxyBody::Synthetic {
             body: Full::new(Bytes::new()),
@@ -71,6 +75,8 @@ impl ProxyBody {
         }
     }
 
+    /// The upstream's `body`, settled by `meter` when it ends, holding `lease` (its
+    /// connection) until it is dropped.
     pub fn upstream(body: Incoming, meter: Option<Meter>, lease: Option<Lease>) -> ProxyBody {
         ProxyBody::Upstream {
             body,
@@ -122,7 +128,7 @@ impl Body for ProxyBody {
                                 meter.finish(None);
                             }
                         }
-                        Poll::Ready(Some(Err(_))) => meter.finish(Some(ErrorKind::Reset)),
+                        Poll::Ready(Some(Err(_))) => meter.finish(classify(Seen::BodyFailed)),
                         Poll::Ready(None) => meter.finish(None),
                         Poll::Pending => {}
                     }
@@ -161,20 +167,28 @@ impl Body for ProxyBody {
 // === impl Meter ===
 
 impl Meter {
-    /// An exchange whose response head arrived after `latency`.
-    pub fn new(
+    /// An exchange whose response head (`status`, `headers`) arrived after `latency`.
+    /// `listed`: the route's `error_statuses` match `status`. The head is classified
+    /// now (a listed status, a trailers-only gRPC failure); the body may add a failure
+    /// when it ends.
+    pub fn at_head(
         runtime: Arc<RouteRuntime>,
         side: Side,
-        class: Class,
-        error: Option<ErrorKind>,
+        status: StatusCode,
+        listed: bool,
+        headers: &HeaderMap,
         latency: Duration,
-        grpc: bool,
     ) -> Meter {
+        let grpc = is_grpc(headers);
         Meter {
             runtime,
             side,
-            class,
-            error,
+            class: Class::of(status),
+            error: classify(Seen::Head {
+                listed,
+                grpc,
+                headers,
+            }),
             latency,
             grpc,
             done: false,
@@ -187,8 +201,8 @@ impl Meter {
     }
 
     fn trailers(&mut self, trailers: &HeaderMap) {
-        if self.grpc && self.error.is_none() && grpc_failed(trailers) {
-            self.error = Some(ErrorKind::Grpc);
+        if self.grpc && self.error.is_none() {
+            self.error = classify(Seen::GrpcTrailers(trailers));
         }
     }
 
@@ -217,43 +231,6 @@ fn count(log: &mut Pending, polled: &Poll<Option<Result<Frame<Bytes>, hyper::Err
     if let Poll::Ready(Some(Ok(frame))) = polled {
         if let Some(data) = frame.data_ref() {
             log.add_bytes(data.len());
-        }
-    }
-}
-
-/// Whether `grpc-status` names a failure that is the server's doing: UNKNOWN (2),
-/// DEADLINE_EXCEEDED (4), UNIMPLEMENTED (12), INTERNAL (13), UNAVAILABLE (14),
-/// DATA_LOSS (15).
-pub fn grpc_failed(headers: &HeaderMap) -> bool {
-    matches!(
-        headers.get("grpc-status").map(|v| v.as_bytes()),
-        Some(b"2" | b"4" | b"12" | b"13" | b"14" | b"15")
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_statuses_that_count() {
-        let mut headers = HeaderMap::new();
-        assert!(!grpc_failed(&headers));
-        for (code, failed) in [
-            ("0", false),
-            ("1", false),
-            ("2", true),
-            ("3", false),
-            ("4", true),
-            ("5", false),
-            ("12", true),
-            ("13", true),
-            ("14", true),
-            ("15", true),
-            ("16", false),
-        ] {
-            headers.insert("grpc-status", code.parse().unwrap());
-            assert_eq!(grpc_failed(&headers), failed, "grpc-status {code}");
         }
     }
 }

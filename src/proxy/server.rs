@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
-use crate::proxy::forward::{proxy, ConnInfo};
+use crate::proxy::forward::proxy;
+use crate::proxy::rewrite::ConnInfo;
 use crate::routing::Snapshot;
 
 /// hyper refuses (panics on) a read buffer below this.
