@@ -44,7 +44,7 @@ fn check(config: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-/// A Python with PyYAML (python3-yaml), as tests/operator_kit.rs finds it.
+/// A Python with PyYAML (python3-yaml), as tests/kit/mod.rs finds it.
 fn python() -> &'static str {
     static PYTHON: OnceLock<&'static str> = OnceLock::new();
     PYTHON.get_or_init(|| {

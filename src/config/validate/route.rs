@@ -3,14 +3,15 @@
 use std::ops::Range;
 use std::time::Duration;
 
+use http::header::HeaderName;
 use toml::Spanned;
 
 use super::Ctx;
 
-use crate::config::raw::{Number, RawBudget, RawRollout, RawRoute};
+use crate::config::raw::{Number, RawBudget, RawRollout, RawRoute, StatusEntry};
 use crate::config::{
-    BudgetConfig, BudgetMode, RolloutConfig, RouteConfig, Scheme, SequentialConfig, StatusMatch,
-    StickySource, UpstreamConfig, UpstreamTls, Weight,
+    BudgetConfig, BudgetMode, RolloutConfig, RouteConfig, Scheme, SequentialConfig, ShieldConfig,
+    StatusMatch, StickySource, UpstreamConfig, UpstreamTls, Weight,
 };
 
 /// The `UpstreamKeys` of a `RawStable` or `RawCanary` (same fields, two serde types
@@ -53,6 +54,37 @@ struct TlsKeys<'a> {
     client_key: Option<&'a Spanned<String>>,
 }
 
+/// Which requests a route takes.
+struct Matching {
+    name: String,
+    host: Option<String>,
+    path_prefix: String,
+}
+
+/// Where a route sends them.
+struct Sides {
+    stable: UpstreamConfig,
+    canary: UpstreamConfig,
+    canary_version: Option<String>,
+}
+
+/// How a route splits them between its sides.
+struct Split {
+    canary_weight: Weight,
+    sticky: Vec<StickySource>,
+    /// `None`: the route's name.
+    salt: Option<String>,
+    override_header: Option<HeaderName>,
+    cohort: Vec<String>,
+}
+
+/// What judges the canary, moves its weight and shields users.
+struct Policy {
+    budget: BudgetConfig,
+    rollout: Option<RolloutConfig>,
+    shield: Option<ShieldConfig>,
+}
+
 const DEFAULT_PATH_PREFIX: &str = "/";
 /// Below the 5 s keep-alive timeout of Node.js and many others.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -78,11 +110,52 @@ impl Ctx<'_> {
         let at = format!("route[{i}]");
         let header = raw.span();
         let route = raw.get_ref();
+        // Every step runs (and reports its errors) before any result is used.
+        let matching = self.route_matching(route, header.clone(), &at);
+        let sides = self.route_sides(route, header, &at);
+        let split = self.route_split(route, &at);
+        let policy = self.route_policy(route, &at);
 
+        let (
+            Matching {
+                name,
+                host,
+                path_prefix,
+            },
+            sides,
+            split,
+            policy,
+        ) = (matching?, sides?, split?, policy?);
+        Some(RouteConfig {
+            salt: split.salt.unwrap_or_else(|| name.clone()),
+            name,
+            host,
+            path_prefix,
+            stable: sides.stable,
+            canary: sides.canary,
+            canary_version: sides.canary_version,
+            canary_weight: split.canary_weight,
+            sticky: split.sticky,
+            override_header: split.override_header,
+            cohort: split.cohort,
+            budget: policy.budget,
+            rollout: policy.rollout,
+            shield: policy.shield,
+        })
+    }
+
+    /// `name`, `host` and `path_prefix` of the route at `at`, whose table starts at
+    /// `header`.
+    fn route_matching(
+        &mut self,
+        route: &RawRoute,
+        header: Range<usize>,
+        at: &str,
+    ) -> Option<Matching> {
         let name = match &route.name {
             Some(name) => self.route_name(name, &format!("{at}.name")),
             None => {
-                self.missing(header.clone(), &format!("{at}.name"));
+                self.missing(header, &format!("{at}.name"));
                 None
             }
         };
@@ -94,7 +167,15 @@ impl Ctx<'_> {
             Some(prefix) => self.path_prefix(prefix, &format!("{at}.path_prefix")),
             None => Some(DEFAULT_PATH_PREFIX.to_owned()),
         };
+        Some(Matching {
+            name: name?,
+            host: host?,
+            path_prefix: path_prefix?,
+        })
+    }
 
+    /// `stable`, `canary` and `canary.version`, both tables required.
+    fn route_sides(&mut self, route: &RawRoute, header: Range<usize>, at: &str) -> Option<Sides> {
         let stable = match &route.stable {
             Some(stable) => {
                 let up = stable.get_ref();
@@ -121,7 +202,15 @@ impl Ctx<'_> {
                 (None, None)
             }
         };
+        Some(Sides {
+            stable: stable?,
+            canary: canary?,
+            canary_version: canary_version?,
+        })
+    }
 
+    /// `canary_weight`, `sticky`, `salt`, `override_header` and `cohort`.
+    fn route_split(&mut self, route: &RawRoute, at: &str) -> Option<Split> {
         let canary_weight = match &route.canary_weight {
             Some(weight) => self.weight(weight, &format!("{at}.canary_weight")),
             None => Some(Weight::ZERO),
@@ -138,6 +227,17 @@ impl Ctx<'_> {
             None => Some(None),
         };
         let cohort = self.cohort(route.cohort.as_ref(), &format!("{at}.cohort"));
+        Some(Split {
+            canary_weight: canary_weight?,
+            sticky: sticky?,
+            salt: salt?,
+            override_header: override_header?,
+            cohort: cohort?,
+        })
+    }
+
+    /// `budget`, `rollout` and `shield`.
+    fn route_policy(&mut self, route: &RawRoute, at: &str) -> Option<Policy> {
         let budget = match &route.budget {
             Some(budget) => self.budget(budget.get_ref(), &format!("{at}.budget")),
             None => Some(default_budget()),
@@ -152,20 +252,7 @@ impl Ctx<'_> {
                 .map(Some),
             None => Some(None),
         };
-
-        let name = name?;
-        Some(RouteConfig {
-            salt: salt?.unwrap_or_else(|| name.clone()),
-            name,
-            host: host?,
-            path_prefix: path_prefix?,
-            stable: stable?,
-            canary: canary?,
-            canary_version: canary_version?,
-            canary_weight: canary_weight?,
-            sticky: sticky?,
-            override_header: override_header?,
-            cohort: cohort?,
+        Some(Policy {
             budget: budget?,
             rollout: rollout?,
             shield: shield?,
@@ -403,110 +490,25 @@ impl Ctx<'_> {
         members.into_iter().collect()
     }
 
+    /// `[route.budget]`: each key checked on its own; `sequential` and `latency_slo`
+    /// depend on `mode`.
     fn budget(&mut self, raw: &RawBudget, at: &str) -> Option<BudgetConfig> {
         let window = self.duration_or(raw.window.as_ref(), &format!("{at}.window"), DEFAULT_WINDOW);
-        let min_requests = match &raw.min_requests {
-            Some(value) => {
-                let n = u32::try_from(*value.get_ref()).ok().filter(|n| *n >= 1);
-                if n.is_none() {
-                    let message = format!(
-                        "must be between 1 and {}, got {}",
-                        u32::MAX,
-                        value.get_ref()
-                    );
-                    self.error(value.span(), &format!("{at}.min_requests"), message);
-                }
-                n
-            }
-            None => Some(DEFAULT_MIN_REQUESTS),
-        };
-        let mode = match &raw.mode {
-            Some(value) => match value.get_ref().as_str() {
-                "threshold" => Some(BudgetMode::Threshold),
-                "sequential" => Some(BudgetMode::Sequential),
-                other => {
-                    let message =
-                        format!("unknown mode `{other}`: use \"sequential\" or \"threshold\"");
-                    self.error(value.span(), &format!("{at}.mode"), message);
-                    None
-                }
-            },
-            None => Some(BudgetMode::default()),
-        };
-        let max_error_rate = match &raw.max_error_rate {
-            Some(value) => {
-                let rate = value.get_ref().0;
-                let ok = rate > 0.0 && rate <= 1.0;
-                if !ok {
-                    let message =
-                        format!("must be a fraction in (0, 1], e.g. 0.05 for 5 %, got {rate}");
-                    self.error(value.span(), &format!("{at}.max_error_rate"), message);
-                }
-                ok.then_some(Some(rate))
-            }
-            // Threshold mode's main criterion; in sequential mode the test covers it.
-            None => Some((mode == Some(BudgetMode::Threshold)).then_some(DEFAULT_MAX_ERROR_RATE)),
-        };
+        let min_requests =
+            self.min_requests(raw.min_requests.as_ref(), &format!("{at}.min_requests"));
+        let mode = self.budget_mode(raw.mode.as_ref(), &format!("{at}.mode"));
+        let max_error_rate = self.max_error_rate(raw.max_error_rate.as_ref(), mode, at);
         let sequential = self.sequential(raw, mode, at);
-        let latency_slo = match &raw.latency_slo {
-            Some(value) if mode == Some(BudgetMode::Threshold) => {
-                self.error(
-                    value.span(),
-                    &format!("{at}.latency_slo"),
-                    "only applies with mode = \"sequential\" (use max_p99_latency in threshold mode)",
-                );
-                None
-            }
-            Some(value) => self.duration(value, &format!("{at}.latency_slo")).map(Some),
-            None => Some(None),
-        };
+        let latency_slo = self.latency_slo(raw.latency_slo.as_ref(), mode, at);
         let enforce = Some(raw.enforce.as_ref().is_none_or(|v| *v.get_ref()));
-        let max_error_rate_vs_stable = match &raw.max_error_rate_vs_stable {
-            Some(value) => {
-                let ratio = value.get_ref().0;
-                let ok = ratio.is_finite() && ratio > 1.0;
-                if !ok {
-                    let message = format!(
-                        "must be a finite multiple greater than 1.0 (e.g. 3.0), got {ratio}"
-                    );
-                    self.error(
-                        value.span(),
-                        &format!("{at}.max_error_rate_vs_stable"),
-                        message,
-                    );
-                }
-                ok.then_some(Some(ratio))
-            }
-            None => Some(None),
-        };
+        let max_error_rate_vs_stable = self.vs_stable(raw.max_error_rate_vs_stable.as_ref(), at);
         let max_p99_latency = match &raw.max_p99_latency {
             Some(value) => self
                 .duration(value, &format!("{at}.max_p99_latency"))
                 .map(Some),
             None => Some(None),
         };
-        let error_statuses = match &raw.error_statuses {
-            Some(list) if list.get_ref().is_empty() => {
-                self.error(
-                    list.span(),
-                    &format!("{at}.error_statuses"),
-                    "must list at least one status (e.g. [\"5xx\"])",
-                );
-                None
-            }
-            Some(list) => {
-                let statuses: Vec<_> = list
-                    .get_ref()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, status)| {
-                        self.status_match(status, &format!("{at}.error_statuses[{i}]"))
-                    })
-                    .collect();
-                statuses.into_iter().collect()
-            }
-            None => Some(DEFAULT_ERROR_STATUSES.to_vec()),
-        };
+        let error_statuses = self.error_statuses(raw.error_statuses.as_ref(), at);
         Some(BudgetConfig {
             mode: mode?,
             window: window?,
@@ -519,6 +521,127 @@ impl Ctx<'_> {
             latency_slo: latency_slo?,
             enforce: enforce?,
         })
+    }
+
+    /// `min_requests`: at least 1 (default 50).
+    fn min_requests(&mut self, value: Option<&Spanned<i64>>, key: &str) -> Option<u32> {
+        let Some(value) = value else {
+            return Some(DEFAULT_MIN_REQUESTS);
+        };
+        let n = u32::try_from(*value.get_ref()).ok().filter(|n| *n >= 1);
+        if n.is_none() {
+            let message = format!(
+                "must be between 1 and {}, got {}",
+                u32::MAX,
+                value.get_ref()
+            );
+            self.error(value.span(), key, message);
+        }
+        n
+    }
+
+    /// `mode`: "sequential" (the default) or "threshold".
+    fn budget_mode(&mut self, value: Option<&Spanned<String>>, key: &str) -> Option<BudgetMode> {
+        let Some(value) = value else {
+            return Some(BudgetMode::default());
+        };
+        match value.get_ref().as_str() {
+            "threshold" => Some(BudgetMode::Threshold),
+            "sequential" => Some(BudgetMode::Sequential),
+            other => {
+                let message =
+                    format!("unknown mode `{other}`: use \"sequential\" or \"threshold\"");
+                self.error(value.span(), key, message);
+                None
+            }
+        }
+    }
+
+    /// `max_error_rate`: a fraction in (0, 1]; by default 5 % in threshold mode and
+    /// none in sequential mode.
+    fn max_error_rate(
+        &mut self,
+        value: Option<&Spanned<Number>>,
+        mode: Option<BudgetMode>,
+        at: &str,
+    ) -> Option<Option<f64>> {
+        let Some(value) = value else {
+            // Threshold mode's main criterion; in sequential mode the test covers it.
+            return Some((mode == Some(BudgetMode::Threshold)).then_some(DEFAULT_MAX_ERROR_RATE));
+        };
+        let rate = value.get_ref().0;
+        let ok = rate > 0.0 && rate <= 1.0;
+        if !ok {
+            let message = format!("must be a fraction in (0, 1], e.g. 0.05 for 5 %, got {rate}");
+            self.error(value.span(), &format!("{at}.max_error_rate"), message);
+        }
+        ok.then_some(Some(rate))
+    }
+
+    /// `latency_slo`: a duration, only in sequential mode.
+    fn latency_slo(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        mode: Option<BudgetMode>,
+        at: &str,
+    ) -> Option<Option<Duration>> {
+        match value {
+            Some(value) if mode == Some(BudgetMode::Threshold) => {
+                self.error(
+                    value.span(),
+                    &format!("{at}.latency_slo"),
+                    "only applies with mode = \"sequential\" (use max_p99_latency in threshold mode)",
+                );
+                None
+            }
+            Some(value) => self.duration(value, &format!("{at}.latency_slo")).map(Some),
+            None => Some(None),
+        }
+    }
+
+    /// `max_error_rate_vs_stable`: a finite multiple above 1.0, or none.
+    fn vs_stable(&mut self, value: Option<&Spanned<Number>>, at: &str) -> Option<Option<f64>> {
+        let Some(value) = value else {
+            return Some(None);
+        };
+        let ratio = value.get_ref().0;
+        let ok = ratio.is_finite() && ratio > 1.0;
+        if !ok {
+            let message =
+                format!("must be a finite multiple greater than 1.0 (e.g. 3.0), got {ratio}");
+            self.error(
+                value.span(),
+                &format!("{at}.max_error_rate_vs_stable"),
+                message,
+            );
+        }
+        ok.then_some(Some(ratio))
+    }
+
+    /// `error_statuses`: a non-empty list of codes and classes (default `["5xx"]`).
+    fn error_statuses(
+        &mut self,
+        value: Option<&Spanned<Vec<Spanned<StatusEntry>>>>,
+        at: &str,
+    ) -> Option<Vec<StatusMatch>> {
+        let Some(list) = value else {
+            return Some(DEFAULT_ERROR_STATUSES.to_vec());
+        };
+        if list.get_ref().is_empty() {
+            self.error(
+                list.span(),
+                &format!("{at}.error_statuses"),
+                "must list at least one status (e.g. [\"5xx\"])",
+            );
+            return None;
+        }
+        let statuses: Vec<_> = list
+            .get_ref()
+            .iter()
+            .enumerate()
+            .map(|(i, status)| self.status_match(status, &format!("{at}.error_statuses[{i}]")))
+            .collect();
+        statuses.into_iter().collect()
     }
 
     /// tolerance ≥ 1, margin in [0, 0.5], alpha and beta in (0, 0.5); only with
