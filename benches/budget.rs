@@ -14,7 +14,8 @@ use canary_proxy::events::Events;
 use canary_proxy::rollout::machine::judge;
 use canary_proxy::rollout::window::{Sample, Window};
 use canary_proxy::rollout::{Outcome, Shared};
-use canary_proxy::routing::{Side, Snapshot};
+use canary_proxy::routing::Side;
+use canary_proxy::snapshot::Snapshot;
 use canary_proxy::telemetry::{Class, Telemetry};
 
 /// Default mode (sequential) with the latency test and two window hard stops.

@@ -24,7 +24,8 @@ use canary_proxy::config::parse_str;
 use canary_proxy::events::Events;
 use canary_proxy::rollout::machine::Command;
 use canary_proxy::rollout::{Outcome, RouteRuntime, Shared};
-use canary_proxy::routing::{Side, Snapshot};
+use canary_proxy::routing::Side;
+use canary_proxy::snapshot::Snapshot;
 use canary_proxy::telemetry::{Class, ErrorKind, Telemetry};
 
 /// splitmix64: small, seedable, good enough for Bernoulli draws.

@@ -28,7 +28,7 @@ use crate::events::Events;
 use crate::history::History;
 use crate::rollout::machine::Command;
 use crate::rollout::Operator;
-use crate::routing::Snapshot;
+use crate::snapshot::Snapshot;
 use crate::telemetry::Telemetry;
 
 /// The live dashboard: one self-contained page polling the JSON API (no CDN, no build).

@@ -23,7 +23,7 @@ use crate::notify::Target;
 use crate::proxy::server::Drain;
 use crate::reload::{Fingerprint, Reloader, Watch};
 use crate::rollout::{Shared, Trip};
-use crate::routing::Snapshot;
+use crate::snapshot::Snapshot;
 use crate::telemetry::Telemetry;
 
 /// How often histogram buffers are drained.
@@ -159,7 +159,7 @@ impl App {
 
         let (fleet, fleet_task) = self.start_fleet(stopped());
         let driver = tokio::spawn(crate::rollout::drive(
-            Arc::clone(&self.snapshots),
+            runtimes_of(Arc::clone(&self.snapshots)),
             self.trips,
             stopped(),
         ));
@@ -251,6 +251,20 @@ impl App {
             let _ = tokio::time::timeout(ACCESS_LOG_FLUSH_TIMEOUT, log.flush()).await;
         }
         drain
+    }
+}
+
+/// The current generation's route runtimes, for the rollout driver.
+pub fn runtimes_of(
+    snapshots: Arc<ArcSwap<Snapshot>>,
+) -> impl Fn() -> Vec<Arc<crate::rollout::RouteRuntime>> {
+    move || {
+        snapshots
+            .load()
+            .routes
+            .iter()
+            .map(|route| Arc::clone(&route.runtime))
+            .collect()
     }
 }
 

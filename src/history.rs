@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::rollout::{RouteStatus, SideStatus};
-use crate::routing::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// How often each route is sampled.
 pub const INTERVAL: Duration = Duration::from_secs(5);

@@ -45,7 +45,7 @@ use crate::config::{parse_str, Config, Invalid};
 use crate::events::Event;
 use crate::notify::Target;
 use crate::rollout::Shared;
-use crate::routing::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// Events closer together than this are one change (an editor's save, a ConfigMap swap).
 pub const DEBOUNCE: Duration = Duration::from_millis(100);

@@ -22,22 +22,22 @@
 //! `unpersisted_ms`) when the driver settles a trip.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{BudgetMode, RouteConfig, Weight};
 use crate::events::{Event, Events};
-use crate::routing::{Side, Snapshot};
-use crate::telemetry::{Class, ErrorKind, RouteMeters, Telemetry};
+use crate::routing::{EffectiveWeight, Side};
+use crate::telemetry::{Class, ErrorKind, Telemetry};
 
 pub mod judge;
 pub mod machine;
+pub mod meters;
 pub mod sequential;
 pub mod store;
 pub mod window;
@@ -45,6 +45,7 @@ pub mod window;
 use judge::Judge;
 pub use judge::{Counts, TestStatus, VerdictStatus};
 use machine::{Breach, Command, Conflict, Decision, Machine, Phase};
+use meters::RouteMeters;
 use sequential::Verdict;
 use store::{Identity, Saved};
 
@@ -100,12 +101,11 @@ pub struct Outcome {
 pub struct RouteRuntime {
     pub name: Arc<str>,
     identity: Identity,
-    /// Hot path: the latch. When set, every request goes to stable. Set by a trip before
-    /// the machine knows (a breach the driver has not settled yet); cleared only when the
-    /// machine leaves `RolledBack` (resume, promote).
-    rolled_back: AtomicBool,
-    /// Hot path: the machine's weight in basis points, as last applied.
-    effective: AtomicU16,
+    /// Hot path: the latch and the machine's weight as last applied, which the split
+    /// reads. The latch is set by a trip before the machine knows (a breach the driver
+    /// has not settled yet); cleared only when the machine leaves `RolledBack`
+    /// (resume, promote).
+    weight: Arc<EffectiveWeight>,
     /// The budget's rules: window, sequential tests, arming count.
     judge: Judge,
     /// What clients received, beside what the upstreams did (SPEC §11).
@@ -274,13 +274,12 @@ impl RouteRuntime {
         let runtime = Arc::new(RouteRuntime {
             name: Arc::from(route.name.as_str()),
             identity,
-            rolled_back: AtomicBool::new(false),
-            effective: AtomicU16::new(0),
+            weight: Arc::new(EffectiveWeight::default()),
             judge: Judge::new(&route.budget, now),
             users: UserCounts::default(),
             decided: Mutex::new(restored_decision),
             observed_failing: AtomicBool::new(false),
-            meters: shared.telemetry.route_meters(&route.name),
+            meters: RouteMeters::new(&shared.telemetry, &route.name),
             machine: Mutex::new(machine),
             fleet_counts: Default::default(),
             fleet_epoch: AtomicU64::new(0),
@@ -316,15 +315,17 @@ impl RouteRuntime {
     }
 
     pub fn is_rolled_back(&self) -> bool {
-        self.rolled_back.load(Ordering::Acquire)
+        self.weight.is_latched()
     }
 
     /// The weight the split uses now (0 when rolled back).
     pub fn effective(&self) -> Weight {
-        if self.is_rolled_back() {
-            return Weight::ZERO;
-        }
-        Weight::from_basis_points(self.effective.load(Ordering::Relaxed)).unwrap_or(Weight::ZERO)
+        self.weight.effective()
+    }
+
+    /// The cell the split reads: the latch and the weight.
+    pub fn weight_cell(&self) -> &EffectiveWeight {
+        &self.weight
     }
 
     /// Hot path: counts one exchange and rolls back at once if it spends the budget.
@@ -359,6 +360,10 @@ impl RouteRuntime {
             fleet.nudged.store(true, Ordering::Relaxed);
             breach = None;
         }
+        if side == Side::Stable || self.is_rolled_back() {
+            // Only a judged canary outcome says whether the canary is within budget.
+            return;
+        }
         match breach {
             Some(breach) => self.trip(breach, now, enforce),
             None => {
@@ -392,11 +397,7 @@ impl RouteRuntime {
             }
             return;
         }
-        if self
-            .rolled_back
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if self.weight.latch() {
             // Routing only: the gauges, the API and the event follow once the driver has
             // the decision on disk.
             let trip = Trip {
@@ -622,10 +623,9 @@ impl RouteRuntime {
     /// machine has not caught up with yet (a trip in flight to the driver) stays set;
     /// only `apply` opens it, when the machine leaves `RolledBack`.
     fn sync(&self, machine: &Machine) {
-        self.effective
-            .store(machine.weight().basis_points(), Ordering::Relaxed);
+        self.weight.set(machine.weight());
         if machine.phase() == Phase::RolledBack {
-            self.rolled_back.store(true, Ordering::Release);
+            self.weight.latch();
         }
         self.meters
             .weight_ratio
@@ -653,7 +653,7 @@ impl RouteRuntime {
             Decision::RolledBack { breach } => {
                 // The latch may close before the disk: it reports nothing and only
                 // sends traffic to stable.
-                self.rolled_back.store(true, Ordering::Release);
+                self.weight.latch();
                 let kind = breach
                     .as_ref()
                     .map(|b| b.kind)
@@ -715,7 +715,7 @@ impl RouteRuntime {
         *self.decided.lock().unwrap_or_else(|p| p.into_inner()) = Some(decided);
         self.sync(machine);
         if rearmed && machine.phase() != Phase::RolledBack {
-            self.rolled_back.store(false, Ordering::Release);
+            self.weight.open();
         }
         if let Some(reason) = rollback {
             self.meters.rollback(reason);
@@ -875,9 +875,11 @@ fn identity(route: &RouteConfig) -> Identity {
     }
 }
 
-/// The driver: settles trips and ticks rollouts until `shutdown`.
+/// The driver: settles trips and ticks rollouts until `shutdown`. `runtimes` lists
+/// the current generation's route runtimes at each tick (the snapshot above reads
+/// them out; this module does not know it).
 pub async fn drive(
-    snapshots: Arc<ArcSwap<Snapshot>>,
+    runtimes: impl Fn() -> Vec<Arc<RouteRuntime>>,
     mut trips: mpsc::UnboundedReceiver<Trip>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -891,10 +893,9 @@ pub async fn drive(
                 None => return,
             },
             _ = interval.tick() => {
-                let snapshot = snapshots.load();
                 let now = Instant::now();
-                for route in &snapshot.routes {
-                    route.runtime.tick(now);
+                for runtime in runtimes() {
+                    runtime.tick(now);
                 }
             }
             () = &mut shutdown => break,

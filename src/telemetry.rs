@@ -14,9 +14,6 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::rollout::machine::Phase;
-use crate::routing::Side;
-
 pub const REQUESTS_TOTAL: &str = "canary_proxy_requests_total";
 pub const REQUEST_DURATION: &str = "canary_proxy_request_duration_seconds";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "canary_proxy_upstream_errors_total";
@@ -91,17 +88,6 @@ pub enum RetryReason {
     Shield,
     /// A connection that could not be made, tried on another endpoint of the side.
     Connect,
-}
-
-/// The data path's per-route handles beside the judgement's: what clients received,
-/// retries and the shield (SPEC §11), endpoint ejections.
-#[derive(Debug)]
-pub struct PathMeters {
-    responses: [Counter; 6],
-    pub shielded: Counter,
-    retries: [[Counter; 3]; 2],
-    pub retry_budget_exhausted: Counter,
-    ejections: [Counter; 2],
 }
 
 /// The webhook notifier's handles (SPEC §9): POST attempts by result, and events given
@@ -193,23 +179,6 @@ pub struct Telemetry {
     pub access_log_dropped: Counter,
 }
 
-/// The handles of one route.
-#[derive(Debug)]
-pub struct RouteMeters {
-    requests: [[Counter; 6]; 2],
-    duration: [Histogram; 2],
-    errors: [[Counter; 6]; 2],
-    pub weight_ratio: Gauge,
-    pub configured_ratio: Gauge,
-    rollbacks: [Counter; 6],
-    states: [Gauge; 5],
-    pub would_rollback: Counter,
-    /// Sequential evidence (errors, latency) and its two bounds; set at scrape time.
-    pub evidence: [Gauge; 2],
-    pub evidence_bounds: [Gauge; 2],
-    verdicts: [Gauge; 3],
-}
-
 /// `verdict` label of `canary_verdict`.
 pub const VERDICTS: [&str; 3] = ["healthy", "undecided", "failing"];
 
@@ -262,106 +231,40 @@ impl Telemetry {
         })
     }
 
-    /// Registers (or finds) every series of `route`.
-    pub fn route_meters(&self, route: &str) -> RouteMeters {
-        let route: SharedString = route.to_string().into();
-        let key = |name: &'static str, extra: &[(&'static str, &'static str)]| {
-            let mut labels = vec![Label::new("route", route.clone())];
-            labels.extend(extra.iter().map(|&(k, v)| Label::new(k, v)));
-            Key::from_parts(name, labels)
-        };
-        let sides = [Side::Stable, Side::Canary];
-        RouteMeters {
-            requests: sides.map(|side| {
-                Class::ALL.map(|class| {
-                    self.recorder.register_counter(
-                        &key(
-                            REQUESTS_TOTAL,
-                            &[("upstream", side_label(side)), ("class", class.as_str())],
-                        ),
-                        &METADATA,
-                    )
-                })
-            }),
-            duration: sides.map(|side| {
-                self.recorder.register_histogram(
-                    &key(REQUEST_DURATION, &[("upstream", side_label(side))]),
-                    &METADATA,
-                )
-            }),
-            errors: sides.map(|side| {
-                ErrorKind::ALL.map(|kind| {
-                    self.recorder.register_counter(
-                        &key(
-                            UPSTREAM_ERRORS_TOTAL,
-                            &[("upstream", side_label(side)), ("kind", kind.as_str())],
-                        ),
-                        &METADATA,
-                    )
-                })
-            }),
-            weight_ratio: self
-                .recorder
-                .register_gauge(&key(CANARY_WEIGHT_RATIO, &[]), &METADATA),
-            configured_ratio: self
-                .recorder
-                .register_gauge(&key(CANARY_CONFIGURED_WEIGHT_RATIO, &[]), &METADATA),
-            rollbacks: RollbackReason::ALL.map(|reason| {
-                self.recorder.register_counter(
-                    &key(ROLLBACKS_TOTAL, &[("reason", reason.as_str())]),
-                    &METADATA,
-                )
-            }),
-            states: Phase::ALL.map(|phase| {
-                self.recorder
-                    .register_gauge(&key(CANARY_STATE, &[("state", phase.as_str())]), &METADATA)
-            }),
-            would_rollback: self
-                .recorder
-                .register_counter(&key(WOULD_ROLLBACK_TOTAL, &[]), &METADATA),
-            evidence: ["errors", "latency"].map(|test| {
-                self.recorder
-                    .register_gauge(&key(SEQUENTIAL_EVIDENCE, &[("test", test)]), &METADATA)
-            }),
-            evidence_bounds: ["upper", "lower"].map(|bound| {
-                self.recorder.register_gauge(
-                    &key(SEQUENTIAL_EVIDENCE_BOUND, &[("bound", bound)]),
-                    &METADATA,
-                )
-            }),
-            verdicts: VERDICTS.map(|verdict| {
-                self.recorder
-                    .register_gauge(&key(CANARY_VERDICT, &[("verdict", verdict)]), &METADATA)
-            }),
-        }
+    /// A counter of `route` (label `route`, then `extra`), registered now so it shows
+    /// as 0 before its first increment. For the per-route bundles of the judgement
+    /// (`rollout::meters`) and the data path (`routing::meters`).
+    pub fn route_counter(
+        &self,
+        name: &'static str,
+        route: &str,
+        extra: &[(&'static str, &'static str)],
+    ) -> Counter {
+        self.recorder
+            .register_counter(&route_key(name, route, extra), &METADATA)
     }
 
-    /// The data path's handles for `route`.
-    pub fn path_meters(&self, route: &str) -> PathMeters {
-        let route: SharedString = route.to_string().into();
-        let counter = |name: &'static str, extra: &[(&'static str, &'static str)]| {
-            let mut labels = vec![Label::new("route", route.clone())];
-            labels.extend(extra.iter().map(|&(k, v)| Label::new(k, v)));
-            self.recorder
-                .register_counter(&Key::from_parts(name, labels), &METADATA)
-        };
-        let sides = [Side::Stable, Side::Canary];
-        PathMeters {
-            responses: Class::ALL
-                .map(|class| counter(RESPONSES_TOTAL, &[("class", class.as_str())])),
-            shielded: counter(SHIELDED_TOTAL, &[]),
-            retries: sides.map(|side| {
-                RetryReason::ALL.map(|reason| {
-                    counter(
-                        RETRIES_TOTAL,
-                        &[("upstream", side_label(side)), ("reason", reason.as_str())],
-                    )
-                })
-            }),
-            retry_budget_exhausted: counter(RETRY_BUDGET_EXHAUSTED_TOTAL, &[]),
-            ejections: sides
-                .map(|side| counter(ENDPOINT_EJECTIONS_TOTAL, &[("upstream", side_label(side))])),
-        }
+    /// A gauge of `route` (see `route_counter`).
+    pub fn route_gauge(
+        &self,
+        name: &'static str,
+        route: &str,
+        extra: &[(&'static str, &'static str)],
+    ) -> Gauge {
+        self.recorder
+            .register_gauge(&route_key(name, route, extra), &METADATA)
+    }
+
+    /// A histogram of `route` (see `route_counter`); buckets per `REQUEST_DURATION_BUCKETS`
+    /// for `REQUEST_DURATION`.
+    pub fn route_histogram(
+        &self,
+        name: &'static str,
+        route: &str,
+        extra: &[(&'static str, &'static str)],
+    ) -> Histogram {
+        self.recorder
+            .register_histogram(&route_key(name, route, extra), &METADATA)
     }
 
     /// The webhook notifier's handles.
@@ -415,6 +318,15 @@ impl Telemetry {
         self.handle.run_upkeep();
     }
 }
+
+fn route_key(name: &'static str, route: &str, extra: &[(&'static str, &'static str)]) -> Key {
+    let mut labels = vec![Label::new("route", SharedString::from(route.to_string()))];
+    labels.extend(extra.iter().map(|&(k, v)| Label::new(k, v)));
+    Key::from_parts(name, labels)
+}
+
+/// The `upstream` label's values, by side index (0 = stable, 1 = canary).
+pub const UPSTREAMS: [&str; 2] = ["stable", "canary"];
 
 /// The exporter's text in a stable order (the exporter's is a hash map's, different at
 /// every scrape): families sorted by name, each family's series by their label sets,
@@ -678,48 +590,6 @@ fn describe(recorder: &PrometheusRecorder) {
     );
 }
 
-// === impl RouteMeters (verdict) ===
-
-impl RouteMeters {
-    /// Scrape time: the verdict and the evidence behind it (`None`: threshold mode, or
-    /// no latency test).
-    pub fn set_verdict(
-        &self,
-        verdict: &str,
-        errors: Option<f64>,
-        latency: Option<f64>,
-        bounds: Option<(f64, f64)>,
-    ) {
-        for (gauge, name) in self.verdicts.iter().zip(VERDICTS) {
-            gauge.set(if name == verdict { 1.0 } else { 0.0 });
-        }
-        let [e, l] = &self.evidence;
-        e.set(errors.unwrap_or(0.0));
-        l.set(latency.unwrap_or(0.0));
-        if let Some((upper, lower)) = bounds {
-            self.evidence_bounds[0].set(upper);
-            self.evidence_bounds[1].set(lower);
-        }
-    }
-}
-
-// === impl PathMeters ===
-
-impl PathMeters {
-    /// Hot path: one response as the client received it.
-    pub fn response(&self, class: Class) {
-        self.responses[class as usize].increment(1);
-    }
-
-    pub fn retry(&self, side: Side, reason: RetryReason) {
-        self.retries[side_index(side)][reason as usize].increment(1);
-    }
-
-    pub fn ejection(&self, side: Side) {
-        self.ejections[side_index(side)].increment(1);
-    }
-}
-
 // === impl RetryReason ===
 
 impl RetryReason {
@@ -734,46 +604,6 @@ impl RetryReason {
             RetryReason::KeepaliveRace => "keepalive_race",
             RetryReason::Shield => "shield",
             RetryReason::Connect => "connect",
-        }
-    }
-}
-
-fn side_label(side: Side) -> &'static str {
-    match side {
-        Side::Stable => "stable",
-        Side::Canary => "canary",
-    }
-}
-
-fn side_index(side: Side) -> usize {
-    match side {
-        Side::Stable => 0,
-        Side::Canary => 1,
-    }
-}
-
-// === impl RouteMeters ===
-
-impl RouteMeters {
-    /// Hot path: counts one exchange.
-    pub fn record(&self, side: Side, class: Class, error: Option<ErrorKind>, seconds: Option<f64>) {
-        let s = side_index(side);
-        self.requests[s][class as usize].increment(1);
-        if let Some(kind) = error {
-            self.errors[s][kind as usize].increment(1);
-        }
-        if let Some(seconds) = seconds {
-            self.duration[s].record(seconds);
-        }
-    }
-
-    pub fn rollback(&self, reason: RollbackReason) {
-        self.rollbacks[reason as usize].increment(1);
-    }
-
-    pub fn set_state(&self, phase: Phase) {
-        for (gauge, p) in self.states.iter().zip(Phase::ALL) {
-            gauge.set(if p == phase { 1.0 } else { 0.0 });
         }
     }
 }

@@ -23,7 +23,7 @@ use canary_proxy::proxy::body::ProxyBody;
 use canary_proxy::proxy::forward::proxy;
 use canary_proxy::proxy::ConnInfo;
 use canary_proxy::rollout::Shared;
-use canary_proxy::routing::Snapshot;
+use canary_proxy::snapshot::Snapshot;
 use canary_proxy::telemetry::Telemetry;
 use canary_proxy::upstream::RequestBody;
 

@@ -31,7 +31,8 @@ use crate::config::{FleetConfig, RouteConfig};
 use crate::rollout::judge::Judge;
 use crate::rollout::machine::{Breach, BreachKind};
 use crate::rollout::{Counts, Operator, Shared};
-use crate::routing::{Side, Snapshot};
+use crate::routing::Side;
+use crate::snapshot::Snapshot;
 use crate::telemetry::FleetMeters;
 
 /// How often the task publishes when nudged, judges, and checks its clock.

@@ -18,7 +18,8 @@ use tokio::time::Instant;
 use crate::config::Protocol;
 use crate::error::{classify, ProxyError, Seen};
 use crate::rollout::Outcome;
-use crate::routing::{Route, Side};
+use crate::routing::Side;
+use crate::snapshot::Route;
 use crate::telemetry::{Class, RetryReason};
 use crate::upstream::{Failed, HealthChange, Lease, RequestBody, Sent, Target, Upstream};
 

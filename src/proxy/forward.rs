@@ -31,7 +31,8 @@ use crate::proxy::rescue::rescue;
 use crate::proxy::rewrite::{self, ConnInfo};
 use crate::proxy::upgrade;
 use crate::rollout::Outcome;
-use crate::routing::{Decision, Reason, Route, Shield, Side, Snapshot};
+use crate::routing::{Decision, Reason, Side};
+use crate::snapshot::{Route, Shield, Snapshot};
 use crate::telemetry::{Class, ErrorKind, RetryReason};
 use crate::upstream::{Failed, RequestBody};
 

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::ServerConfig;
 use crate::proxy::forward::proxy;
 use crate::proxy::rewrite::ConnInfo;
-use crate::routing::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// hyper refuses (panics on) a read buffer below this.
 const MIN_H1_BUF: usize = 8192;

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use super::*;
 use crate::config::parse_str;
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
 
 fn snapshot(shared: &Arc<Shared>) -> Snapshot {
     let toml = r#"
@@ -43,7 +45,11 @@ async fn steps_advance_on_a_paused_clock_and_stop_at_a_breach() {
     let (shared, trips) = Shared::new(Arc::new(Events::new(None)), Telemetry::new());
     let snapshots = Arc::new(ArcSwap::from_pointee(snapshot(&shared)));
     let runtime = Arc::clone(&snapshots.load().routes[0].runtime);
-    tokio::spawn(drive(Arc::clone(&snapshots), trips, std::future::pending()));
+    tokio::spawn(drive(
+        crate::app::runtimes_of(Arc::clone(&snapshots)),
+        trips,
+        std::future::pending(),
+    ));
 
     let weight = |r: &RouteRuntime| r.effective().percent();
     assert_eq!(weight(&runtime), 0.0);
