@@ -21,6 +21,7 @@ use crate::events::Events;
 use crate::history::History;
 use crate::notify::Target;
 use crate::proxy::server::Drain;
+use crate::publish::Publisher;
 use crate::reload::{Fingerprint, Reloader, Watch};
 use crate::rollout::{Shared, Trip};
 use crate::snapshot::Snapshot;
@@ -41,7 +42,8 @@ pub struct App {
     shared: Arc<Shared>,
     trips: mpsc::UnboundedReceiver<Trip>,
     ready: Arc<AtomicBool>,
-    webhook: Arc<ArcSwapOption<Target>>,
+    /// Publishes every config generation (this one, and each reload's).
+    publisher: Arc<Publisher>,
     /// Watch this file (and SIGHUP) for config changes; the fingerprint of what it held
     /// when generation 1 was loaded from it.
     reload_from: Option<(std::path::PathBuf, Watch, Option<Fingerprint>)>,
@@ -73,7 +75,9 @@ impl App {
             false,
             &telemetry.access_log_dropped,
         )?;
-        let webhook = Arc::new(ArcSwapOption::from(Target::from_config(&config)));
+        // The notifier starts before the first snapshot (events need it); the
+        // publisher points it at each generation's webhook.
+        let webhook = Arc::new(ArcSwapOption::<Target>::empty());
         let notifier = crate::notify::spawn(Arc::clone(&webhook), telemetry.webhook_meters());
         let mut events = Events::new(Some(notifier));
         if let Some(state) = &config.state {
@@ -86,16 +90,21 @@ impl App {
         if config.fleet.is_some() {
             shared.fleet.enable();
         }
-        let snapshot =
-            Snapshot::build(config, 1, None, &shared, Instant::now()).with_access_log(access_log);
+        let publisher = Publisher::start(
+            config,
+            Arc::clone(&shared),
+            webhook,
+            access_log,
+            Instant::now(),
+        );
         Ok(App {
             listener,
             admin_listener,
-            snapshots: Arc::new(ArcSwap::from_pointee(snapshot)),
+            snapshots: Arc::clone(publisher.snapshots()),
             shared,
             trips,
             ready: Arc::new(AtomicBool::new(false)),
-            webhook,
+            publisher,
             reload_from: None,
             history_interval: crate::history::INTERVAL,
         })
@@ -204,9 +213,7 @@ impl App {
             let reloader = Arc::new(Reloader::new(
                 path,
                 loaded,
-                Arc::clone(&self.snapshots),
-                Arc::clone(&self.shared),
-                Arc::clone(&self.webhook),
+                Arc::clone(&self.publisher),
                 rebind,
                 rebind_admin,
             ));
@@ -303,7 +310,7 @@ impl App {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> io::Result<TcpListener> {
-    crate::proxy::listen(addr)
+    crate::listen::listen(addr)
         .map_err(|err| io::Error::new(err.kind(), format!("cannot {what} on {addr}: {err}")))
 }
 

@@ -18,4 +18,4 @@ pub mod upgrade;
 
 pub use forward::DownstreamBody;
 pub use rewrite::ConnInfo;
-pub use server::{listen, serve};
+pub use server::serve;

@@ -29,11 +29,10 @@
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -43,7 +42,7 @@ use tokio::time::Instant;
 use crate::access_log::AccessLog;
 use crate::config::{parse_str, Config, Invalid};
 use crate::events::Event;
-use crate::notify::Target;
+use crate::publish::Publisher;
 use crate::rollout::Shared;
 use crate::snapshot::Snapshot;
 
@@ -62,14 +61,15 @@ pub struct Fingerprint(u64);
 #[derive(Debug)]
 pub struct Reloader {
     path: PathBuf,
+    /// The one publisher of generations; the live snapshot and `Shared` are read
+    /// through it.
+    publisher: Arc<Publisher>,
     snapshots: Arc<ArcSwap<Snapshot>>,
     shared: Arc<Shared>,
-    webhook: Arc<ArcSwapOption<Target>>,
     /// A new listener for a changed `[server] listen`; the accept loop swaps to it.
     rebind: mpsc::UnboundedSender<TcpListener>,
     /// Same for `[admin] listen`.
     rebind_admin: mpsc::UnboundedSender<TcpListener>,
-    generation: AtomicU64,
     seen: Mutex<Seen>,
 }
 
@@ -106,21 +106,17 @@ impl Reloader {
     pub fn new(
         path: PathBuf,
         loaded: Option<Fingerprint>,
-        snapshots: Arc<ArcSwap<Snapshot>>,
-        shared: Arc<Shared>,
-        webhook: Arc<ArcSwapOption<Target>>,
+        publisher: Arc<Publisher>,
         rebind: mpsc::UnboundedSender<TcpListener>,
         rebind_admin: mpsc::UnboundedSender<TcpListener>,
     ) -> Reloader {
-        let generation = snapshots.load().generation;
         Reloader {
             path,
-            snapshots,
-            shared,
-            webhook,
+            snapshots: Arc::clone(publisher.snapshots()),
+            shared: Arc::clone(publisher.shared()),
+            publisher,
             rebind,
             rebind_admin,
-            generation: AtomicU64::new(generation),
             seen: Mutex::new(Seen {
                 applied: loaded,
                 rejected: None,
@@ -209,18 +205,7 @@ impl Reloader {
             Rejected::new(&text, vec![error])
         })?;
 
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let webhook = Target::from_config(&config);
-        let snapshot = Snapshot::build(
-            config,
-            generation,
-            Some(&current),
-            &self.shared,
-            Instant::now(),
-        )
-        .with_access_log(access);
-        self.snapshots.store(Arc::new(snapshot));
-        self.webhook.store(webhook);
+        let generation = self.publisher.publish(config, access, Instant::now());
         if let Some(listener) = listener {
             let _ = self.rebind.send(listener);
         }
@@ -246,7 +231,7 @@ impl Reloader {
         next: &Config,
     ) -> Result<(Option<TcpListener>, Option<TcpListener>), Vec<String>> {
         let bind = |addr, key: &'static str| async move {
-            crate::proxy::listen(addr).map_err(|err| {
+            crate::listen::listen(addr).map_err(|err| {
                 vec![format!(
                     "{}: {key}: cannot listen on {addr}: {err}",
                     self.path.display()

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, Hooks};
 use crate::config::{Config, RouteConfig, ServerConfig, ShieldConfig};
+use crate::notify::Target;
 use crate::rollout::{RouteRuntime, Shared};
 use crate::routing::meters::PathMeters;
 use crate::routing::table::RouteTable;
@@ -32,6 +33,18 @@ pub struct Snapshot {
     /// `[log]`: the access log and the side header. `None` when both are off, so the
     /// request path pays one check for them.
     pub log: Option<Box<Hooks>>,
+    /// `[notify]`: where decision events are POSTed (`None`: no webhook).
+    pub webhook: Option<Arc<Target>>,
+}
+
+/// A snapshot built and not yet published: the runtimes it takes over from the live
+/// one are still untouched, and get the new config only in `apply`, just before the
+/// swap.
+#[derive(Debug)]
+pub struct Candidate {
+    snapshot: Snapshot,
+    /// Kept runtimes and their new route config.
+    reconfigure: Vec<(Arc<RouteRuntime>, RouteConfig)>,
 }
 
 /// A route as the data path sees it.
@@ -69,9 +82,7 @@ pub struct Shield {
 // === impl Snapshot ===
 
 impl Snapshot {
-    /// Builds the serving structures for `config`. Route runtimes (latch, window,
-    /// rollout step) are taken over from `previous` while a route's canary is the same;
-    /// a new route or a new canary gets a fresh runtime (restored from `[state] dir`).
+    /// Builds and applies at once (tests, benches): `candidate(…).apply(now)`.
     pub fn build(
         config: Config,
         generation: u64,
@@ -79,6 +90,20 @@ impl Snapshot {
         shared: &Arc<Shared>,
         now: Instant,
     ) -> Snapshot {
+        Snapshot::candidate(config, generation, previous, shared, now).apply(now)
+    }
+
+    /// Builds the serving structures for `config` without touching `previous`. Route
+    /// runtimes (latch, window, rollout step) are taken over from `previous` while a
+    /// route's canary is the same (and reconfigured by `Candidate::apply`); a new route
+    /// or a new canary gets a fresh runtime (restored from `[state] dir`).
+    pub fn candidate(
+        config: Config,
+        generation: u64,
+        previous: Option<&Snapshot>,
+        shared: &Arc<Shared>,
+        now: Instant,
+    ) -> Candidate {
         let clients = match previous {
             Some(prev) if prev.clients.connect_timeout() == config.server.connect_timeout => {
                 prev.clients.clone()
@@ -86,6 +111,7 @@ impl Snapshot {
             _ => Clients::new(config.server.connect_timeout),
         };
         let state_dir = config.state.as_ref().map(|s| s.dir.clone());
+        let mut reconfigure = Vec::new();
         let routes = config
             .routes
             .iter()
@@ -96,7 +122,7 @@ impl Snapshot {
                     .map(|prev| Arc::clone(&prev.runtime));
                 let runtime = match kept {
                     Some(runtime) => {
-                        runtime.reconfigure(route, state_dir.clone(), now);
+                        reconfigure.push((Arc::clone(&runtime), route.clone()));
                         runtime
                     }
                     None => RouteRuntime::new(route, state_dir.clone(), shared, now),
@@ -111,13 +137,18 @@ impl Snapshot {
                 .map(|r| (r.host.as_deref(), r.path_prefix.as_str())),
         );
         let log = Hooks::new(None, config.log.side_header);
-        Snapshot {
-            generation,
-            config: Arc::new(config),
-            routes,
-            table,
-            clients,
-            log,
+        let webhook = Target::from_config(&config);
+        Candidate {
+            snapshot: Snapshot {
+                generation,
+                config: Arc::new(config),
+                routes,
+                table,
+                clients,
+                log,
+                webhook,
+            },
+            reconfigure,
         }
     }
 
@@ -148,6 +179,27 @@ impl Snapshot {
 
     pub fn clients(&self) -> &Clients {
         &self.clients
+    }
+}
+
+// === impl Candidate ===
+
+impl Candidate {
+    /// This candidate writing its access log to `access` (see
+    /// `Snapshot::with_access_log`).
+    pub fn with_access_log(mut self, access: Option<Arc<AccessLog>>) -> Candidate {
+        self.snapshot = self.snapshot.with_access_log(access);
+        self
+    }
+
+    /// Hands the new budgets, weights and rollouts to the runtimes taken over from the
+    /// live snapshot; the caller swaps the returned snapshot in right after.
+    pub fn apply(self, now: Instant) -> Snapshot {
+        let state_dir = self.snapshot.config.state.as_ref().map(|s| s.dir.clone());
+        for (runtime, route) in self.reconfigure {
+            runtime.reconfigure(&route, state_dir.clone(), now);
+        }
+        self.snapshot
     }
 }
 
@@ -210,5 +262,38 @@ impl Route {
             Side::Stable => &self.stable,
             Side::Canary => &self.canary,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::parse_str;
+    use crate::events::Events;
+
+    fn config(weight: u32) -> Config {
+        let toml = format!(
+            "[[route]]\nname = \"r\"\nstable = {{ endpoints = [\"127.0.0.1:1\"] }}\ncanary = {{ endpoints = [\"127.0.0.1:2\"], version = \"v1\" }}\ncanary_weight = {weight}\n"
+        );
+        parse_str(&toml, Path::new("t.toml")).unwrap()
+    }
+
+    /// Issue 13: building the next generation leaves the live one alone; only `apply`,
+    /// right before the swap, hands the kept runtime its new config.
+    #[tokio::test]
+    async fn a_candidate_touches_no_live_runtime_until_applied() {
+        let (shared, _trips) = Shared::new(Arc::new(Events::new(None)), Telemetry::new());
+        let now = Instant::now();
+        let live = Snapshot::build(config(10), 1, None, &shared, now);
+        let runtime = Arc::clone(&live.routes[0].runtime);
+        let candidate = Snapshot::candidate(config(40), 2, Some(&live), &shared, now);
+        assert_eq!(runtime.status(now).configured_weight, 10.0);
+        assert_eq!(runtime.effective().percent(), 10.0);
+        let next = candidate.apply(now);
+        assert!(Arc::ptr_eq(&next.routes[0].runtime, &runtime), "same canary: kept");
+        assert_eq!(runtime.status(now).configured_weight, 40.0);
+        assert_eq!(runtime.effective().percent(), 40.0);
     }
 }

@@ -34,23 +34,6 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 const PLAIN_HTTP_ON_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 58\r\nconnection: close\r\n\r\n400 Bad Request: plain HTTP sent to a TLS port; use https\n";
 
-/// Pending connections the kernel queues before `accept` (capped by
-/// `net.core.somaxconn`). std's and mio's 128 drops SYNs under a connection burst, and
-/// a dropped SYN costs the client a one-second retransmit.
-pub const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds a listener with SO_REUSEADDR and a [`LISTEN_BACKLOG`]-deep accept queue.
-pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drain {

@@ -54,14 +54,14 @@ pub struct MockUpstream {
 
 impl MockUpstream {
     pub async fn start(name: &'static str) -> MockUpstream {
-        let listener = canary_proxy::proxy::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = canary_proxy::listen::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         MockUpstream::serve(listener, name)
     }
 
     /// Starts on `addr` (that of an upstream just dropped: a restart).
     pub async fn start_on(addr: SocketAddr, name: &'static str) -> MockUpstream {
         for _ in 0..100 {
-            if let Ok(listener) = canary_proxy::proxy::listen(addr) {
+            if let Ok(listener) = canary_proxy::listen::listen(addr) {
                 return MockUpstream::serve(listener, name);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
