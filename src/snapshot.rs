@@ -292,7 +292,10 @@ mod tests {
         assert_eq!(runtime.status(now).configured_weight, 10.0);
         assert_eq!(runtime.effective().percent(), 10.0);
         let next = candidate.apply(now);
-        assert!(Arc::ptr_eq(&next.routes[0].runtime, &runtime), "same canary: kept");
+        assert!(
+            Arc::ptr_eq(&next.routes[0].runtime, &runtime),
+            "same canary: kept"
+        );
         assert_eq!(runtime.status(now).configured_weight, 40.0);
         assert_eq!(runtime.effective().percent(), 40.0);
     }
