@@ -62,6 +62,10 @@ pub struct Record {
     pub totals: Option<[Counts; 2]>,
     #[serde(default)]
     pub canary_version: Option<String>,
+    /// The rollout's current step, basis points (`[route.rollout]`: the fleet judge
+    /// advances it); `None`: the configured `canary_weight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_basis_points: Option<u16>,
     /// RFC 3339, UTC.
     pub time: String,
 }
@@ -417,11 +421,14 @@ pub fn next_record(
             "cannot pause a rolled-back canary: resume it first".into(),
         ));
     }
-    // Leaving a rollback re-arms the canary: fresh counters.
-    let epoch = if state == RecordState::RolledBack {
-        epoch + 1
+    // Leaving a rollback re-arms the canary: fresh counters, and the rollout starts
+    // again from the configured weight.
+    let rearmed = state == RecordState::RolledBack;
+    let epoch = if rearmed { epoch + 1 } else { epoch };
+    let weight_basis_points = if rearmed {
+        None
     } else {
-        epoch
+        current.and_then(|r| r.weight_basis_points)
     };
     Ok(Record {
         seq: seq + 1,
@@ -433,6 +440,7 @@ pub fn next_record(
         judged_revision: None,
         totals: None,
         canary_version: current.and_then(|r| r.canary_version.clone()),
+        weight_basis_points,
         time,
     })
 }

@@ -30,7 +30,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::config::{BudgetMode, RouteConfig, Weight};
+use crate::config::{RouteConfig, Weight};
 use crate::events::{Event, Events};
 use crate::routing::{EffectiveWeight, Side};
 use crate::telemetry::{Class, ErrorKind, Telemetry};
@@ -445,19 +445,15 @@ impl RouteRuntime {
 
     /// Driver: advances the rollout when its step has been held within budget.
     pub fn tick(&self, now: Instant) {
-        // Threshold mode: steps advance while within budget. Sequential mode: only on
-        // positive evidence (healthy), except the step out of 0 %, where no canary
-        // traffic can produce evidence.
+        if self.shared.fleet.is_enabled() {
+            // In a fleet the steps are fleet state: the fleet judge advances them on
+            // the fleet's verdict (and none advance while etcd is out of reach).
+            return;
+        }
         let verdict = self.verdict(now);
         let mode = self.judge.budget().config.mode;
-        let within = !self.is_rolled_back()
-            && match mode {
-                BudgetMode::Threshold => verdict != Verdict::Failing,
-                BudgetMode::Sequential => {
-                    verdict == Verdict::Healthy
-                        || (self.effective() == Weight::ZERO && verdict != Verdict::Failing)
-                }
-            };
+        let within =
+            !self.is_rolled_back() && judge::step_may_advance(mode, verdict, self.effective());
         let mut machine = self.lock();
         if let Some(decision) = machine.tick(now, within) {
             self.apply(&machine, decision, false);
@@ -490,6 +486,15 @@ impl RouteRuntime {
         match command {
             Some(command) => self.command_by(command, operator, now),
             None => Ok(self.status(now)),
+        }
+    }
+
+    /// `[fleet]`: the fleet judge advanced the rollout to `weight` (a "step" event, or
+    /// "promote" at 100 %), persisted before it is reported like every decision.
+    pub fn fleet_step(&self, weight: Weight, operator: &Operator, now: Instant) {
+        let mut machine = self.lock();
+        if let Some(decision) = machine.step_to(weight, now) {
+            self.apply_by(&machine, decision, false, Some(operator));
         }
     }
 

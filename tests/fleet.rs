@@ -797,3 +797,49 @@ async fn resume_on_one_instance_re_arms_all_and_one_of_two_resumes_wins() {
         assert_eq!(fleet["epoch"], 1, "{fleet}");
     }
 }
+
+/// Rollout steps are fleet state (SPEC §10): the judge advances them on the fleet's
+/// verdict and every instance follows, each step reported once per instance with
+/// `scope: "fleet"`; no instance steps on its own clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_steps_advance_fleet_wide() {
+    let setup = Setup::new(
+        "mode = \"threshold\"\nmax_error_rate = 0.5\n[route.rollout]\nsteps = [60, 80, 100]\nstep_interval = \"1s\"",
+    )
+    .await;
+    let all = setup.three().await;
+    for (weight, state) in [
+        (60.0, "rolling_out"),
+        (80.0, "rolling_out"),
+        (100.0, "promoted"),
+    ] {
+        for instance in &all {
+            wait_for(
+                "the fleet's step on every instance",
+                Duration::from_secs(5),
+                || async {
+                    let status = instance.proxy.route_status("shop").await;
+                    status["effective_weight"] == weight && status["state"] == state
+                },
+            )
+            .await;
+        }
+    }
+    for instance in &all {
+        let events = instance.proxy.admin_json("/api/v1/events").await;
+        let decisions: Vec<_> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "step" || e["kind"] == "promote")
+            .collect();
+        assert_eq!(decisions.len(), 3, "{}: {decisions:#?}", instance.name);
+        for event in decisions {
+            assert_eq!(event["scope"], "fleet", "{event}");
+            assert!(
+                event["actor"].as_str().unwrap().starts_with("fleet:"),
+                "{event}"
+            );
+        }
+    }
+}

@@ -27,9 +27,10 @@ use super::{
     canary_id, next_record, CommandError, CommandRequest, Handle, Keys, Published, Record,
     RecordState, RouteFleetStatus, SideTotals, Totals, View,
 };
+use crate::config::Weight;
 use crate::config::{FleetConfig, RouteConfig};
-use crate::rollout::judge::Judge;
-use crate::rollout::machine::{Breach, BreachKind};
+use crate::rollout::judge::{step_may_advance, Judge};
+use crate::rollout::machine::{Breach, BreachKind, Decision, Machine};
 use crate::rollout::{Counts, Operator, Shared};
 use crate::routing::Side;
 use crate::snapshot::Snapshot;
@@ -77,6 +78,8 @@ struct RouteJudge {
     seen: [Counts; 2],
     /// A breach not yet written (a lost compare-and-swap is retried).
     pending: Option<Breach>,
+    /// The fleet's rollout: its step and how long it has been held.
+    machine: Machine,
 }
 
 /// Why a connection ended.
@@ -437,14 +440,18 @@ impl Fleet {
             let record = self.view.record(&route.name, &canary).cloned();
             let epoch = record.as_ref().map_or(0, |(r, _)| r.epoch);
             let state = record.as_ref().map_or(RecordState::Armed, |(r, _)| r.state);
+            let step = record.as_ref().and_then(|(r, _)| r.weight_basis_points);
             let judge = self
                 .judges
                 .entry(route.name.to_string())
-                .or_insert_with(|| RouteJudge::new(config, &canary, epoch, now));
+                .or_insert_with(|| RouteJudge::new(config, &canary, epoch, step, now));
             if judge.canary != canary || judge.epoch != epoch {
-                *judge = RouteJudge::new(config, &canary, epoch, now);
+                *judge = RouteJudge::new(config, &canary, epoch, step, now);
             }
             judge.judge.reconfigure(&config.budget, now);
+            judge
+                .machine
+                .reconfigure(config.canary_weight, config.rollout.clone(), now);
             let totals = self.view.totals(&route.name, &canary, epoch);
             let armed = matches!(state, RecordState::Armed | RecordState::Paused);
             let stable = totals[0].since(judge.seen[0]);
@@ -462,6 +469,11 @@ impl Fleet {
                 continue;
             }
             let Some(breach) = judge.pending.clone() else {
+                if state == RecordState::Armed {
+                    let name = route.name.to_string();
+                    self.step(client, &name, config, &canary, record.as_ref(), now)
+                        .await?;
+                }
                 continue;
             };
             if !config.budget.enforce {
@@ -480,6 +492,7 @@ impl Fleet {
                 judged_revision: Some(self.view.revision),
                 totals: Some(totals),
                 canary_version: config.canary_version.clone(),
+                weight_basis_points: current.and_then(|r| r.weight_basis_points),
                 time: rfc3339_now(),
             };
             let key = self.keys.record(&route.name, &canary);
@@ -496,6 +509,61 @@ impl Fleet {
                 judge.pending = None;
             }
             self.mark_ok();
+        }
+        Ok(())
+    }
+
+    /// On the judge: advances the fleet's rollout when its step has been held for
+    /// `step_interval` and the fleet's verdict allows it (the rule a single instance
+    /// uses); the new step goes into the record by compare-and-swap.
+    async fn step(
+        &mut self,
+        client: &mut Client,
+        route: &str,
+        config: &RouteConfig,
+        canary: &str,
+        record: Option<&(Record, i64)>,
+        now: Instant,
+    ) -> Result<(), Lost> {
+        let Some(judge) = self.judges.get_mut(route) else {
+            return Ok(());
+        };
+        let verdict = judge.judge.verdict(now);
+        let within = step_may_advance(config.budget.mode, verdict, judge.machine.weight());
+        let mut trial = judge.machine.clone();
+        let (reason, state) = match trial.tick(now, within) {
+            Some(Decision::Stepped { .. }) => (
+                "advanced: the previous step held within the fleet's budget for step_interval",
+                RecordState::Armed,
+            ),
+            Some(Decision::Promoted { .. }) => (
+                "promoted: the last step held within the fleet's budget",
+                RecordState::Promoted,
+            ),
+            _ => return Ok(()),
+        };
+        let current = record.map(|(r, _)| r);
+        let next = Record {
+            seq: current.map_or(0, |r| r.seq) + 1,
+            epoch: current.map_or(0, |r| r.epoch),
+            state,
+            actor: format!("fleet:{}", self.keys.instance),
+            instance: self.keys.instance.clone(),
+            reason: reason.to_string(),
+            judged_revision: Some(self.view.revision),
+            totals: None,
+            canary_version: config.canary_version.clone(),
+            weight_basis_points: Some(trial.weight().basis_points()),
+            time: rfc3339_now(),
+        };
+        let key = self.keys.record(route, canary);
+        let written = write_record(client, &key, record.map(|(_, rev)| *rev), &next).await?;
+        self.mark_ok();
+        if written {
+            tracing::info!(route, weight = %trial.weight(), "fleet: rollout step");
+            if let Some(judge) = self.judges.get_mut(route) {
+                judge.machine = trial;
+            }
         }
         Ok(())
     }
@@ -599,6 +667,11 @@ impl Fleet {
                     tracing::debug!(route = %route.name, %conflict, "fleet: record not applicable here")
                 }
             }
+            if let (RecordState::Armed, Some(step)) = (record.state, record.weight_basis_points) {
+                if let Some(weight) = Weight::from_basis_points(step) {
+                    route.runtime.fleet_step(weight, &operator, now);
+                }
+            }
             self.applied
                 .insert(route.name.to_string(), (record.epoch, record.seq));
         }
@@ -655,13 +728,26 @@ impl Fleet {
 }
 
 impl RouteJudge {
-    fn new(config: &RouteConfig, canary: &str, epoch: u64, now: Instant) -> RouteJudge {
+    /// The judge of a canary at `epoch`, its rollout at the record's `step` (basis
+    /// points; `None`: the configured weight), held from `now`.
+    fn new(
+        config: &RouteConfig,
+        canary: &str,
+        epoch: u64,
+        step: Option<u16>,
+        now: Instant,
+    ) -> RouteJudge {
+        let mut machine = Machine::new(config.canary_weight, config.rollout.clone(), now);
+        if let Some(weight) = step.and_then(Weight::from_basis_points) {
+            machine.step_to(weight, now);
+        }
         RouteJudge {
             canary: canary.to_string(),
             epoch,
             judge: Judge::new(&config.budget, now),
             seen: [Counts::default(); 2],
             pending: None,
+            machine,
         }
     }
 }

@@ -115,6 +115,10 @@ fn resume_out_of_a_rollback_re_arms_at_a_new_epoch() {
         (resumed.seq, resumed.epoch, resumed.state),
         (2, 1, RecordState::Armed)
     );
+    assert_eq!(
+        resumed.weight_basis_points, None,
+        "the rollout starts again"
+    );
     let paused = next_record(
         Some(&resumed),
         Command::Pause,
@@ -138,6 +142,24 @@ fn resume_out_of_a_rollback_re_arms_at_a_new_epoch() {
         (resumed.epoch, resumed.state),
         (1, RecordState::Armed),
         "resuming a pause keeps the evidence"
+    );
+    let stepped = Record {
+        weight_basis_points: Some(5_000),
+        ..resumed
+    };
+    let paused = next_record(
+        Some(&stepped),
+        Command::Pause,
+        "ops",
+        "b",
+        "x".into(),
+        "t".into(),
+    )
+    .unwrap();
+    assert_eq!(
+        paused.weight_basis_points,
+        Some(5_000),
+        "a pause keeps the step"
     );
 }
 

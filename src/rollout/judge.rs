@@ -98,6 +98,20 @@ pub struct TestStatus {
     pub p1: f64,
 }
 
+/// Whether a rollout step may advance on `verdict` (one rule for a single instance's
+/// driver and the fleet judge). Threshold mode: while not failing. Sequential mode:
+/// only on positive evidence (healthy), except the step out of 0 %, where no canary
+/// traffic can produce evidence.
+pub fn step_may_advance(mode: BudgetMode, verdict: Verdict, weight: crate::config::Weight) -> bool {
+    match mode {
+        BudgetMode::Threshold => verdict != Verdict::Failing,
+        BudgetMode::Sequential => {
+            verdict == Verdict::Healthy
+                || (weight == crate::config::Weight::ZERO && verdict != Verdict::Failing)
+        }
+    }
+}
+
 // === impl Budget ===
 
 impl Budget {

@@ -202,6 +202,23 @@ impl Machine {
         }
     }
 
+    /// Moves a rolling-out canary to `weight` (a step decided elsewhere: the fleet
+    /// judge). `None` when not rolling out or already there.
+    pub fn step_to(&mut self, weight: Weight, now: Instant) -> Option<Decision> {
+        if self.phase != Phase::RollingOut || weight == self.weight {
+            return None;
+        }
+        let from = self.weight;
+        self.weight = weight;
+        self.since = now;
+        if weight == Weight::FULL {
+            self.phase = Phase::Promoted;
+            Some(Decision::Promoted { from })
+        } else {
+            Some(Decision::Stepped { from, to: weight })
+        }
+    }
+
     /// The budget was breached: roll back (once).
     pub fn breach(&mut self, breach: Breach, now: Instant) -> Option<Decision> {
         if self.phase == Phase::RolledBack {
