@@ -352,7 +352,7 @@ impl RouteRuntime {
             }
         }
         let mut breach = judged.breach;
-        let enforce = self.judge.budget().config.enforce;
+        let enforce = judged.enforce;
         if breach.is_some() && enforce && fleet.judges() {
             // The fleet judge decides on the fleet's totals; publish early so it sees
             // this evidence within ~100 ms. (Observe-only breaches are reported by

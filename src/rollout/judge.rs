@@ -47,12 +47,22 @@ pub struct Budget {
     pub bounds: Bounds,
 }
 
-/// What `observe` found: the breach if any, and the outcome as counts (for the fleet
-/// counters).
+/// What `observe` found: the breach if any, the outcome as counts (for the fleet
+/// counters), and whether the budget enforces (from the same budget it judged by).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judged {
     pub breach: Option<Breach>,
     pub counts: Counts,
+    pub enforce: bool,
+}
+
+/// The sequential tests' state after an update: the canary requests since arming and
+/// both statistics (`latency`: with `latency_slo` only).
+#[derive(Debug, Clone, Copy)]
+struct Evidence {
+    armed: u64,
+    errors: f64,
+    latency: Option<f64>,
 }
 
 /// The budget's rules over one route's evidence.
@@ -227,20 +237,23 @@ impl Judge {
             return Judged {
                 breach: None,
                 counts,
+                enforce: config.enforce,
             };
         }
-        if sequential {
-            self.armed_requests.fetch_add(1, Ordering::Relaxed);
-            self.errors_test
-                .canary(error, &config.sequential, &budget.bounds);
-            if let Some(miss) = slo_miss {
+        let evidence = sequential.then(|| Evidence {
+            armed: self.armed_requests.fetch_add(1, Ordering::Relaxed) + 1,
+            errors: self
+                .errors_test
+                .canary(error, &config.sequential, &budget.bounds),
+            latency: slo_miss.map(|miss| {
                 self.latency_test
-                    .canary(miss, &config.sequential, &budget.bounds);
-            }
-        }
+                    .canary(miss, &config.sequential, &budget.bounds)
+            }),
+        });
         Judged {
-            breach: self.breach(&budget, &window, now),
+            breach: self.breach_on(&budget, &window, now, evidence),
             counts,
+            enforce: config.enforce,
         }
     }
 
@@ -305,15 +318,31 @@ impl Judge {
     /// the window's criteria (gated by `min_requests` in the window).
     fn breach(&self, budget: &Budget, window: &Window, now: Instant) -> Option<Breach> {
         let config = &budget.config;
-        if config.mode == BudgetMode::Sequential && self.gate_open(config) {
+        let evidence = (config.mode == BudgetMode::Sequential).then(|| Evidence {
+            armed: self.armed_requests.load(Ordering::Relaxed),
+            errors: self.errors_test.statistic(),
+            latency: config.latency_slo.map(|_| self.latency_test.statistic()),
+        });
+        self.breach_on(budget, window, now, evidence)
+    }
+
+    /// `breach` on evidence already in hand (the request path has it from the
+    /// updates it just made: no second read).
+    fn breach_on(
+        &self,
+        budget: &Budget,
+        window: &Window,
+        now: Instant,
+        evidence: Option<Evidence>,
+    ) -> Option<Breach> {
+        let config = &budget.config;
+        if let Some(evidence) = evidence.filter(|e| e.armed >= u64::from(config.min_requests)) {
             let upper = budget.bounds.upper;
-            let errors = self.errors_test.statistic();
-            let kind = if errors >= upper {
-                Some((BreachKind::Sequential, errors))
+            let kind = if evidence.errors >= upper {
+                Some((BreachKind::Sequential, evidence.errors))
             } else {
-                config
-                    .latency_slo
-                    .map(|_| self.latency_test.statistic())
+                evidence
+                    .latency
                     .filter(|s| *s >= upper)
                     .map(|s| (BreachKind::SequentialLatency, s))
             };
