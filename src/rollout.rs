@@ -47,7 +47,7 @@ pub use judge::{Counts, TestStatus, VerdictStatus};
 use machine::{Breach, Command, Conflict, Decision, Machine, Phase};
 use meters::RouteMeters;
 use sequential::Verdict;
-use store::{Identity, Saved};
+use store::Identity;
 
 /// How often the driver checks rollout steps.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -245,32 +245,9 @@ impl RouteRuntime {
     ) -> Arc<RouteRuntime> {
         let identity = identity(route);
         let mut machine = Machine::new(route.canary_weight, route.rollout.clone(), now);
-        let mut restored_decision = None;
-        if let Some(dir) = &state_dir {
-            match store::load(dir, &route.name) {
-                Ok(Some(saved)) if saved.canary == identity => {
-                    restored_decision = Some(Decided {
-                        reason: saved.reason.clone(),
-                        since: saved.updated.clone(),
-                        decision: saved.decision.clone(),
-                    });
-                    if let Some(phase) = Phase::parse(&saved.state) {
-                        let weight = Weight::from_basis_points(saved.weight_basis_points)
-                            .unwrap_or(Weight::ZERO);
-                        let paused_from = saved.paused_from.as_deref().and_then(Phase::parse);
-                        machine.restore(phase, weight, paused_from, now);
-                        tracing::info!(route = %route.name, state = %phase, weight = %weight, "restored canary state");
-                    }
-                }
-                Ok(Some(_)) => {
-                    tracing::info!(route = %route.name, "saved state is about another canary version or endpoints; starting fresh")
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::warn!(route = %route.name, error = %err, "cannot read saved state; starting fresh")
-                }
-            }
-        }
+        let restored_decision = state_dir
+            .as_deref()
+            .and_then(|dir| store::restore(dir, &route.name, &identity, &mut machine, now));
         let runtime = Arc::new(RouteRuntime {
             name: Arc::from(route.name.as_str()),
             identity,
@@ -737,36 +714,14 @@ impl RouteRuntime {
         let Some(dir) = dir else {
             return;
         };
-        let saved = Saved {
-            route: self.name.to_string(),
-            state: machine.phase().as_str().to_string(),
-            weight_basis_points: machine.weight().basis_points(),
-            paused_from: machine.paused_from().map(|p| p.as_str().to_string()),
-            canary: self.identity.clone(),
-            reason: decided.reason.clone(),
-            updated: decided.since.clone(),
-            decision: decided.decision.clone(),
-        };
-        let start = Instant::now();
-        match store::save(&dir, &saved) {
-            Ok(()) => tracing::debug!(
-                route = %self.name,
-                state = %saved.state,
-                took_ms = start.elapsed().as_secs_f64() * 1000.0,
-                "persisted canary state"
-            ),
-            // The decision stands in memory and is reported; only its survival across a
-            // restart is lost: counted, so an alert can say so.
-            Err(err) => {
-                self.shared.telemetry.state_write_failures.increment(1);
-                tracing::error!(
-                    route = %self.name,
-                    dir = %dir.display(),
-                    error = %err,
-                    "cannot persist canary state"
-                );
-            }
-        }
+        store::persist(
+            &dir,
+            &self.name,
+            &self.identity,
+            machine,
+            decided,
+            &self.shared.telemetry.state_write_failures,
+        );
     }
 
     fn lock(&self) -> MutexGuard<'_, Machine> {

@@ -8,6 +8,11 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::machine::{Machine, Phase};
+use super::Decided;
+use crate::config::Weight;
 
 /// What a route's canary is, as persisted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +38,82 @@ pub struct Saved {
 pub struct Identity {
     pub version: Option<String>,
     pub endpoints: Vec<String>,
+}
+
+/// Restores `route`'s saved decision about the canary `identity` into `machine` and
+/// returns it as the API shows it. A file about another canary, no file, or one that
+/// cannot be read: `None`, and the canary starts fresh (logged).
+pub fn restore(
+    dir: &Path,
+    route: &str,
+    identity: &Identity,
+    machine: &mut Machine,
+    now: Instant,
+) -> Option<Decided> {
+    match load(dir, route) {
+        Ok(Some(saved)) if saved.canary == *identity => {
+            if let Some(phase) = Phase::parse(&saved.state) {
+                let weight =
+                    Weight::from_basis_points(saved.weight_basis_points).unwrap_or(Weight::ZERO);
+                let paused_from = saved.paused_from.as_deref().and_then(Phase::parse);
+                machine.restore(phase, weight, paused_from, now);
+                tracing::info!(route, state = %phase, weight = %weight, "restored canary state");
+            }
+            Some(Decided {
+                reason: saved.reason,
+                since: saved.updated,
+                decision: saved.decision,
+            })
+        }
+        Ok(Some(_)) => {
+            tracing::info!(
+                route,
+                "saved state is about another canary version or endpoints; starting fresh"
+            );
+            None
+        }
+        Ok(None) => None,
+        Err(err) => {
+            tracing::warn!(route, error = %err, "cannot read saved state; starting fresh");
+            None
+        }
+    }
+}
+
+/// Writes `machine`'s state and the `decided` behind it for `route`. A failure leaves
+/// the decision standing in memory (reported) and only its survival across a restart
+/// lost: counted in `failures` (`state_write_failures_total`) and logged.
+pub fn persist(
+    dir: &Path,
+    route: &str,
+    identity: &Identity,
+    machine: &Machine,
+    decided: &Decided,
+    failures: &metrics::Counter,
+) {
+    let saved = Saved {
+        route: route.to_string(),
+        state: machine.phase().as_str().to_string(),
+        weight_basis_points: machine.weight().basis_points(),
+        paused_from: machine.paused_from().map(|p| p.as_str().to_string()),
+        canary: identity.clone(),
+        reason: decided.reason.clone(),
+        updated: decided.since.clone(),
+        decision: decided.decision.clone(),
+    };
+    let start = Instant::now();
+    match save(dir, &saved) {
+        Ok(()) => tracing::debug!(
+            route,
+            state = %saved.state,
+            took_ms = start.elapsed().as_secs_f64() * 1000.0,
+            "persisted canary state"
+        ),
+        Err(err) => {
+            failures.increment(1);
+            tracing::error!(route, dir = %dir.display(), error = %err, "cannot persist canary state");
+        }
+    }
 }
 
 /// `dir/route-NAME.json` (the prefix keeps names like `..` harmless).
