@@ -259,6 +259,12 @@ impl Keys {
         )
     }
 
+    /// Whether `key` is a fleet record (the decisions every instance applies).
+    pub fn is_record(&self, key: &str) -> bool {
+        key.strip_prefix(&self.base)
+            .is_some_and(|rest| rest.starts_with("record/"))
+    }
+
     pub fn record(&self, route: &str, canary: &str) -> String {
         format!("{}record/{}/{canary}", self.base, segment(route))
     }

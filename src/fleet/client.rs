@@ -271,6 +271,7 @@ impl Fleet {
                                 response.cancel_reason()
                             ));
                         }
+                        let mut records = false;
                         for event in response.events() {
                             let Some(kv) = event.kv() else { continue };
                             let Ok(key) = kv.key_str() else { continue };
@@ -278,13 +279,18 @@ impl Fleet {
                                 EventType::Put => Some(kv.value()),
                                 EventType::Delete => None,
                             };
+                            records |= self.keys.is_record(key);
                             self.view.apply(&self.keys.base, key, value, kv.mod_revision());
                         }
                         if let Some(header) = response.header() {
                             self.view.revision = self.view.revision.max(header.revision());
                         }
                         self.mark_ok();
-                        self.on_view_change(Instant::now());
+                        // Counters arrive from every instance up to 10/s each: only a
+                        // record is applied at once; the status follows at the tick.
+                        if records {
+                            self.on_view_change(Instant::now());
+                        }
                     }
                     Ok(None) => return Lost("watch closed".into()),
                     Err(err) => return Lost(format!("watch: {err}")),

@@ -81,6 +81,15 @@ fn members_judge_and_records_follow_puts_and_deletes() {
 }
 
 #[test]
+fn only_record_keys_are_records() {
+    let a = keys("a", "b1");
+    assert!(a.is_record(&a.record("web", "c1")));
+    assert!(!a.is_record(&a.counts("web", "c1", 0)));
+    assert!(!a.is_record(&a.judge()));
+    assert!(!a.is_record("/elsewhere/record/web/c1"));
+}
+
+#[test]
 fn route_names_become_one_key_segment() {
     assert_eq!(segment("web-v2.api_1"), "web-v2.api_1");
     assert_eq!(segment("a/b c"), "a%2Fb%20c");
