@@ -269,10 +269,7 @@ async fn fleet_command(
     };
     let operator = Operator {
         fleet: true,
-        details: vec![
-            ("fleet_seq", record.seq.into()),
-            ("fleet_epoch", record.epoch.into()),
-        ],
+        details: record.event_details(),
         ..operator
     };
     match route.runtime.fleet_apply(

@@ -72,7 +72,7 @@ struct EventFile {
 impl Event {
     pub fn new(kind: &'static str, route: Option<&str>, reason: impl Into<String>) -> Event {
         Event {
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            time: timestamp(),
             kind,
             route: route.map(str::to_string),
             reason: reason.into(),
@@ -255,6 +255,11 @@ fn parse_event(line: &str) -> Option<Event> {
         reason,
         details: map,
     })
+}
+
+/// Now, as events say it: RFC 3339, UTC, milliseconds.
+pub fn timestamp() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 /// This machine's host name (the pod name in Kubernetes), or `unknown`.

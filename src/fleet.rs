@@ -364,6 +364,30 @@ impl View {
     }
 }
 
+// === impl Record ===
+
+impl Record {
+    /// The record's audit fields, for the event an instance reports when it applies
+    /// it: sequence, epoch, who decided, and the judge's revision and totals.
+    pub fn event_details(&self) -> Vec<(&'static str, serde_json::Value)> {
+        let mut details = vec![
+            ("fleet_seq", self.seq.into()),
+            ("fleet_epoch", self.epoch.into()),
+            ("decided_by", self.instance.clone().into()),
+        ];
+        if let Some(revision) = self.judged_revision {
+            details.push(("judged_revision", revision.into()));
+        }
+        if let Some([stable, canary]) = self.totals {
+            details.push(("fleet_canary_requests", canary.requests.into()));
+            details.push(("fleet_canary_errors", canary.errors.into()));
+            details.push(("fleet_stable_requests", stable.requests.into()));
+            details.push(("fleet_stable_errors", stable.errors.into()));
+        }
+        details
+    }
+}
+
 // === impl RecordState ===
 
 impl RecordState {

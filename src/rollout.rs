@@ -313,13 +313,10 @@ impl RouteRuntime {
             outcome.error,
             Some(outcome.latency.as_secs_f64()),
         );
-        let judged = self.judge.observe(
-            side,
-            outcome.error.is_some(),
-            outcome.latency,
-            now,
-            !self.is_rolled_back(),
-        );
+        let armed = !self.is_rolled_back();
+        let judged = self
+            .judge
+            .observe(side, outcome.error.is_some(), outcome.latency, now, armed);
         let fleet = &self.shared.fleet;
         if fleet.enabled.load(Ordering::Relaxed) {
             self.fleet_counts[side_index(side)].add(judged.counts);
@@ -337,7 +334,7 @@ impl RouteRuntime {
             fleet.nudged.store(true, Ordering::Relaxed);
             breach = None;
         }
-        if side == Side::Stable || self.is_rolled_back() {
+        if side == Side::Stable || !armed {
             // Only a judged canary outcome says whether the canary is within budget.
             return;
         }

@@ -3,15 +3,16 @@
 //! an unusable `RUST_LOG`, `demo --keep-running`, and `run`'s exit code after a drain
 //! that cut connections.
 
+mod kit;
 mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use kit::python;
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_canary-proxy");
@@ -42,23 +43,6 @@ fn check(config: &Path, extra: &[&str]) -> Output {
         .arg(config)
         .output()
         .unwrap()
-}
-
-/// A Python with PyYAML (python3-yaml), as tests/kit/mod.rs finds it.
-fn python() -> &'static str {
-    static PYTHON: OnceLock<&'static str> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        ["python3", "/usr/bin/python3"]
-            .into_iter()
-            .find(|python| {
-                Command::new(python)
-                    .args(["-c", "import yaml"])
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            })
-            .expect("no python3 with PyYAML: `apt-get install python3-yaml`")
-    })
 }
 
 /// The `proxy.toml` of the ConfigMap in deploy/kubernetes.yaml.

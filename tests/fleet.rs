@@ -179,7 +179,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_canary-proxy");
 struct Process {
     child: Option<Killed>,
     addr: SocketAddr,
-    admin: SocketAddr,
+    admin: AdminApi,
 }
 
 impl Process {
@@ -220,63 +220,12 @@ impl Process {
         Process {
             child: Some(child),
             addr: addrs.0.unwrap(),
-            admin: addrs.1.unwrap(),
+            admin: AdminApi(addrs.1.unwrap()),
         }
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
-    }
-
-    async fn admin_json(&self, path: &str) -> serde_json::Value {
-        let (status, _, body) = get(&client(), &format!("http://{}{path}", self.admin), &[]).await;
-        assert_eq!(status, StatusCode::OK, "{path}: {body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    async fn route_status(&self, name: &str) -> serde_json::Value {
-        let routes = self.admin_json("/api/v1/routes").await;
-        routes["routes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == name)
-            .cloned()
-            .unwrap()
-    }
-
-    async fn metric(&self, series: &str) -> f64 {
-        let text = get(&client(), &format!("http://{}/metrics", self.admin), &[])
-            .await
-            .2;
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.trim().parse().ok())
-            })
-            .unwrap_or(0.0)
-    }
-
-    async fn command(
-        &self,
-        route: &str,
-        action: &str,
-        token: Option<&str>,
-    ) -> (StatusCode, String) {
-        let mut req = http::Request::post(format!(
-            "http://{}/api/v1/routes/{route}/{action}",
-            self.admin
-        ));
-        if let Some(token) = token {
-            req = req.header("authorization", format!("Bearer {token}"));
-        }
-        let response = client().request(req.body(empty()).unwrap()).await.unwrap();
-        let status = response.status();
-        let body = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
     }
 
     /// SIGTERM, then waits (bounded) for the drain.
@@ -369,7 +318,7 @@ impl Setup {
 async fn wait_joined(all: &[Instance]) {
     wait_for("the fleet joined", Duration::from_secs(15), || async {
         for instance in all {
-            let fleet = &instance.proxy.route_status("shop").await["fleet"];
+            let fleet = &instance.proxy.admin.route_status("shop").await["fleet"];
             if fleet["connected"] != true
                 || fleet["members"] != all.len()
                 || fleet["judge"].is_null()
@@ -384,12 +333,12 @@ async fn wait_joined(all: &[Instance]) {
 
 /// Stable plus canary requests in the fleet totals, as `instance` sees them.
 async fn totals(instance: &Instance) -> u64 {
-    let t = &instance.proxy.route_status("shop").await["fleet"]["totals"];
+    let t = &instance.proxy.admin.route_status("shop").await["fleet"]["totals"];
     t["stable"]["requests"].as_u64().unwrap() + t["canary"]["requests"].as_u64().unwrap()
 }
 
 async fn state(instance: &Instance) -> String {
-    instance.proxy.route_status("shop").await["state"]
+    instance.proxy.admin.route_status("shop").await["state"]
         .as_str()
         .unwrap()
         .to_string()
@@ -496,7 +445,7 @@ async fn the_fleet_rolls_back_on_its_totals_while_each_local_test_is_undecided()
     }
 
     for instance in &all {
-        let events = instance.proxy.admin_json("/api/v1/events").await;
+        let events = instance.proxy.admin.json("/api/v1/events").await;
         let event = rollback_event(&events).expect("a rollback event");
         assert_eq!(event["scope"], "fleet", "{}: {event}", instance.name);
         assert!(event["judged_revision"].as_i64().unwrap() > 0, "{event}");
@@ -507,7 +456,7 @@ async fn the_fleet_rolls_back_on_its_totals_while_each_local_test_is_undecided()
             total <= 2 * single + 100,
             "the fleet needed {total} canary requests; one judge on all the traffic needs {single}"
         );
-        let status = instance.proxy.route_status("shop").await;
+        let status = instance.proxy.admin.route_status("shop").await;
         let local = &status["verdict"];
         assert_eq!(
             local["verdict"], "undecided",
@@ -537,15 +486,12 @@ async fn equal_versions_are_never_latched() {
     assert_eq!(failed, 0);
     // Every count published (publish_interval 200 ms).
     wait_for("fleet totals complete", Duration::from_secs(5), || async {
-        let totals = &all[0].proxy.route_status("shop").await["fleet"]["totals"];
-        totals["stable"]["requests"].as_u64().unwrap()
-            + totals["canary"]["requests"].as_u64().unwrap()
-            == sent as u64
+        totals(&all[0]).await == sent as u64
     })
     .await;
     for instance in &all {
         assert_eq!(state(instance).await, "steady", "{}", instance.name);
-        assert!(rollback_event(&instance.proxy.admin_json("/api/v1/events").await).is_none());
+        assert!(rollback_event(&instance.proxy.admin.json("/api/v1/events").await).is_none());
     }
 }
 
@@ -553,14 +499,18 @@ async fn equal_versions_are_never_latched() {
 async fn a_latch_reaches_every_instance_at_once() {
     let setup = Setup::new(BUDGET).await;
     let all = setup.three().await;
-    let (status, body) = all[0].proxy.command("shop", "rollback", Some(TOKEN)).await;
+    let (status, body) = all[0]
+        .proxy
+        .admin
+        .command("shop", "rollback", Some(TOKEN))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let committed = Instant::now();
     for instance in &all[1..] {
         wait_for(
             "the latch reached the instance",
             Duration::from_secs(2),
-            || async { instance.proxy.route_status("shop").await["effective_weight"] == 0.0 },
+            || async { instance.proxy.admin.route_status("shop").await["effective_weight"] == 0.0 },
         )
         .await;
     }
@@ -568,7 +518,7 @@ async fn a_latch_reaches_every_instance_at_once() {
     // The events' own clocks (same host): the record's time to each instance's event.
     let mut times = Vec::new();
     for instance in &all {
-        let event = rollback_event(&instance.proxy.admin_json("/api/v1/events").await).unwrap();
+        let event = rollback_event(&instance.proxy.admin.json("/api/v1/events").await).unwrap();
         assert_eq!(event["scope"], "fleet", "{event}");
         assert_eq!(event["actor"], "ops");
         times.push(humantime::parse_rfc3339(event["time"].as_str().unwrap()).unwrap());
@@ -592,6 +542,7 @@ async fn the_etcd_leader_killed_mid_rollout_loses_nothing() {
         async move {
             all[i]
                 .proxy
+                .admin
                 .metric("canary_proxy_fleet_publish_total{result=\"ok\"}")
                 .await
         }
@@ -631,7 +582,11 @@ async fn the_etcd_leader_killed_mid_rollout_loses_nothing() {
         .unwrap();
     eprintln!("leader killed: every instance published again within {slowest:?}");
     wait_joined_connected(&all).await;
-    let (status, body) = all[1].proxy.command("shop", "rollback", Some(TOKEN)).await;
+    let (status, body) = all[1]
+        .proxy
+        .admin
+        .command("shop", "rollback", Some(TOKEN))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     for instance in &all {
         wait_for(
@@ -649,7 +604,13 @@ async fn wait_joined_connected(all: &[Instance]) {
         Duration::from_secs(10),
         || async {
             for instance in all {
-                if instance.proxy.metric("canary_proxy_fleet_connected").await != 1.0 {
+                if instance
+                    .proxy
+                    .admin
+                    .metric("canary_proxy_fleet_connected")
+                    .await
+                    != 1.0
+                {
                     return false;
                 }
             }
@@ -671,7 +632,13 @@ async fn without_etcd_each_instance_judges_alone_and_counts_everything() {
         Duration::from_secs(4),
         || async {
             for instance in &all {
-                if instance.proxy.metric("canary_proxy_fleet_connected").await != 0.0 {
+                if instance
+                    .proxy
+                    .admin
+                    .metric("canary_proxy_fleet_connected")
+                    .await
+                    != 0.0
+                {
                     return false;
                 }
             }
@@ -682,6 +649,7 @@ async fn without_etcd_each_instance_judges_alone_and_counts_everything() {
     assert!(
         all[0]
             .proxy
+            .admin
             .metric("canary_proxy_fleet_fallbacks_total")
             .await
             >= 1.0
@@ -691,7 +659,7 @@ async fn without_etcd_each_instance_judges_alone_and_counts_everything() {
     let only_a = &all[..1];
     let (sent, _) = traffic(only_a, 0, 1500, Duration::from_millis(1), None).await;
     assert_eq!(state(&all[0]).await, "rolled_back");
-    let event = rollback_event(&all[0].proxy.admin_json("/api/v1/events").await).unwrap();
+    let event = rollback_event(&all[0].proxy.admin.json("/api/v1/events").await).unwrap();
     assert_eq!(event["scope"], "local", "{event}");
     assert_eq!(state(&all[1]).await, "steady");
     // etcd back: the views resync, the local latch holds, the outage's counts arrive.
@@ -703,12 +671,7 @@ async fn without_etcd_each_instance_judges_alone_and_counts_everything() {
     wait_for(
         "the outage's counts in the fleet totals",
         Duration::from_secs(5),
-        || async {
-            let totals = &all[1].proxy.route_status("shop").await["fleet"]["totals"];
-            totals["stable"]["requests"].as_u64().unwrap()
-                + totals["canary"]["requests"].as_u64().unwrap()
-                >= sent as u64
-        },
+        || async { totals(&all[1]).await >= sent as u64 },
     )
     .await;
     assert_eq!(
@@ -769,7 +732,11 @@ async fn a_restarted_instance_never_lowers_or_doubles_the_totals() {
 async fn resume_on_one_instance_re_arms_all_and_one_of_two_resumes_wins() {
     let setup = Setup::new(BUDGET).await;
     let all = setup.three().await;
-    let (status, body) = all[2].proxy.command("shop", "rollback", Some(TOKEN)).await;
+    let (status, body) = all[2]
+        .proxy
+        .admin
+        .command("shop", "rollback", Some(TOKEN))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     for instance in &all {
         wait_for("rolled back everywhere", Duration::from_secs(2), || async {
@@ -778,8 +745,8 @@ async fn resume_on_one_instance_re_arms_all_and_one_of_two_resumes_wins() {
         .await;
     }
     let (one, two) = tokio::join!(
-        all[0].proxy.command("shop", "resume", Some(TOKEN)),
-        all[1].proxy.command("shop", "resume", Some(TOKEN))
+        all[0].proxy.admin.command("shop", "resume", Some(TOKEN)),
+        all[1].proxy.admin.command("shop", "resume", Some(TOKEN))
     );
     let mut codes = [one.0, two.0];
     codes.sort();
@@ -793,7 +760,7 @@ async fn resume_on_one_instance_re_arms_all_and_one_of_two_resumes_wins() {
             state(instance).await == "steady"
         })
         .await;
-        let fleet = &instance.proxy.route_status("shop").await["fleet"];
+        let fleet = &instance.proxy.admin.route_status("shop").await["fleet"];
         assert_eq!(fleet["epoch"], 1, "{fleet}");
     }
 }
@@ -818,7 +785,7 @@ async fn rollout_steps_advance_fleet_wide() {
                 "the fleet's step on every instance",
                 Duration::from_secs(5),
                 || async {
-                    let status = instance.proxy.route_status("shop").await;
+                    let status = instance.proxy.admin.route_status("shop").await;
                     status["effective_weight"] == weight && status["state"] == state
                 },
             )
@@ -826,7 +793,7 @@ async fn rollout_steps_advance_fleet_wide() {
         }
     }
     for instance in &all {
-        let events = instance.proxy.admin_json("/api/v1/events").await;
+        let events = instance.proxy.admin.json("/api/v1/events").await;
         let decisions: Vec<_> = events["events"]
             .as_array()
             .unwrap()

@@ -58,8 +58,9 @@ struct Fleet {
     last_ok: Arc<AtomicU64>,
     origin: Instant,
     lease: Option<i64>,
-    /// Per route: the record `(epoch, seq)` this instance has applied.
-    applied: HashMap<String, (u64, u64)>,
+    /// Per route: the `seq` of the last record this instance applied (it grows with
+    /// every change, across epochs).
+    applied: HashMap<String, u64>,
     /// Per route, on the judge: the fleet judge and the totals it has seen.
     judges: HashMap<String, RouteJudge>,
     /// Counters as last written, per key: unchanged ones are not written again.
@@ -499,7 +500,7 @@ impl Fleet {
                 totals: Some(totals),
                 canary_version: config.canary_version.clone(),
                 weight_basis_points: current.and_then(|r| r.weight_basis_points),
-                time: rfc3339_now(),
+                time: crate::events::timestamp(),
             };
             let key = self.keys.record(&route.name, &canary);
             let revision = record.as_ref().map(|(_, rev)| *rev);
@@ -560,7 +561,7 @@ impl Fleet {
             totals: None,
             canary_version: config.canary_version.clone(),
             weight_basis_points: Some(trial.weight().basis_points()),
-            time: rfc3339_now(),
+            time: crate::events::timestamp(),
         };
         let key = self.keys.record(route, canary);
         let written = write_record(client, &key, record.map(|(_, rev)| *rev), &next).await?;
@@ -608,7 +609,7 @@ impl Fleet {
                 .reason
                 .clone()
                 .unwrap_or_else(|| "operator".to_string()),
-            rfc3339_now(),
+            crate::events::timestamp(),
         )
         .map(|mut next| {
             next.canary_version = config.canary_version.clone();
@@ -648,7 +649,7 @@ impl Fleet {
                 continue;
             };
             let applied = self.applied.get(&*route.name).copied();
-            if applied.is_some_and(|(_, seq)| seq >= record.seq) {
+            if applied.is_some_and(|seq| seq >= record.seq) {
                 continue;
             }
             // First sight of an armed record: only its epoch (a rollback this instance
@@ -660,7 +661,7 @@ impl Fleet {
             let operator = Operator {
                 name: record.actor.clone(),
                 reason: Some(record.reason.clone()),
-                details: details(record),
+                details: record.event_details(),
                 fleet: true,
                 breach: BreachKind::parse(&record.reason),
             };
@@ -678,8 +679,7 @@ impl Fleet {
                     route.runtime.fleet_step(weight, &operator, now);
                 }
             }
-            self.applied
-                .insert(route.name.to_string(), (record.epoch, record.seq));
+            self.applied.insert(route.name.to_string(), record.seq);
         }
         self.report();
     }
@@ -854,29 +854,6 @@ async fn timed<T>(call: impl Future<Output = Result<T, etcd_client::Error>>) -> 
 
 fn route_config<'a>(snapshot: &'a Snapshot, name: &str) -> Option<&'a RouteConfig> {
     snapshot.config.routes.iter().find(|r| r.name == name)
-}
-
-/// The record's audit fields for the event.
-fn details(record: &Record) -> Vec<(&'static str, serde_json::Value)> {
-    let mut details = vec![
-        ("fleet_seq", record.seq.into()),
-        ("fleet_epoch", record.epoch.into()),
-        ("decided_by", record.instance.clone().into()),
-    ];
-    if let Some(revision) = record.judged_revision {
-        details.push(("judged_revision", revision.into()));
-    }
-    if let Some([stable, canary]) = record.totals {
-        details.push(("fleet_canary_requests", canary.requests.into()));
-        details.push(("fleet_canary_errors", canary.errors.into()));
-        details.push(("fleet_stable_requests", stable.requests.into()));
-        details.push(("fleet_stable_errors", stable.errors.into()));
-    }
-    details
-}
-
-fn rfc3339_now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 /// A new id per start: 8 random bytes, hex.

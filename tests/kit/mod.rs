@@ -42,7 +42,7 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// A Python with PyYAML: `python3` from PATH, else Debian's (python3-yaml), which a
 /// PATH that leads to another Python (pyenv, a venv) would not see.
-fn python() -> &'static str {
+pub fn python() -> &'static str {
     static PYTHON: OnceLock<&'static str> = OnceLock::new();
     PYTHON.get_or_init(|| {
         ["python3", "/usr/bin/python3"]

@@ -25,6 +25,6 @@ pub use body::{empty, full, Generated, TestBody};
 pub use client::{client, get, h2_client, raw, Client};
 pub use ports::{free_addr, refused_addr};
 pub use process::{rss_bytes, Killed};
-pub use proxy::{route_toml, TestProxy};
+pub use proxy::{route_toml, AdminApi, TestProxy};
 pub use upstream::{MockUpstream, Seen};
 pub use wait::wait_for;

@@ -14,6 +14,64 @@ use canary_proxy::config::parse_str;
 use super::body::empty;
 use super::client::{client, get};
 
+/// A proxy's admin API at its address: for the in-process `TestProxy` and for proxy
+/// processes alike.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminApi(pub SocketAddr);
+
+impl AdminApi {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.0, path)
+    }
+
+    /// The value of a metric line `NAME{LABELS} VALUE` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = get(&client(), &self.url("/metrics"), &[]).await.2;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// GET an admin JSON endpoint (asserts 200).
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        let (status, _, body) = get(&client(), &self.url(path), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// The `/api/v1/routes` entry of `name`.
+    pub async fn route_status(&self, name: &str) -> serde_json::Value {
+        let routes = self.json("/api/v1/routes").await;
+        routes["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no route {name} in {routes}"))
+    }
+
+    /// POST an admin command with an optional bearer token.
+    pub async fn command(
+        &self,
+        route: &str,
+        action: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, String) {
+        let mut req = Request::post(self.url(&format!("/api/v1/routes/{route}/{action}")));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let response = client().request(req.body(empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
 /// A proxy serving in this process.
 pub struct TestProxy {
     pub addr: SocketAddr,
@@ -62,46 +120,32 @@ impl TestProxy {
         }
     }
 
-    /// The value of a metric line `NAME{LABELS} VALUE` (0 when absent).
-    pub async fn metric(&self, series: &str) -> f64 {
-        let text = get(&client(), &self.admin_url("/metrics"), &[]).await.2;
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.trim().parse().ok())
-            })
-            .unwrap_or(0.0)
-    }
-
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// This proxy's admin API.
+    pub fn admin_api(&self) -> AdminApi {
+        AdminApi(self.admin.expect("no [admin] in this config"))
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
-        format!(
-            "http://{}{}",
-            self.admin.expect("no [admin] in this config"),
-            path
-        )
+        self.admin_api().url(path)
+    }
+
+    /// The value of a metric line `NAME{LABELS} VALUE` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.admin_api().metric(series).await
     }
 
     /// GET an admin JSON endpoint.
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
-        let (status, _, body) = get(&client(), &self.admin_url(path), &[]).await;
-        assert_eq!(status, StatusCode::OK, "{path}: {body}");
-        serde_json::from_str(&body).unwrap()
+        self.admin_api().json(path).await
     }
 
     /// The `/api/v1/routes` entry of `name`.
     pub async fn route_status(&self, name: &str) -> serde_json::Value {
-        let routes = self.admin_json("/api/v1/routes").await;
-        routes["routes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no route {name} in {routes}"))
+        self.admin_api().route_status(name).await
     }
 
     /// POST an admin command with an optional bearer token.
@@ -111,14 +155,7 @@ impl TestProxy {
         action: &str,
         token: Option<&str>,
     ) -> (StatusCode, String) {
-        let mut req = Request::post(self.admin_url(&format!("/api/v1/routes/{route}/{action}")));
-        if let Some(token) = token {
-            req = req.header("authorization", format!("Bearer {token}"));
-        }
-        let response = client().request(req.body(empty()).unwrap()).await.unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        self.admin_api().command(route, action, token).await
     }
 
     /// Signals shutdown and waits for the drain to finish.
