@@ -654,6 +654,15 @@ async fn without_etcd_each_instance_judges_alone_and_counts_everything() {
             .await
             >= 1.0
     );
+    // A fleet decision needs etcd: an operator's command says so (503), changes nothing.
+    let (status, body) = all[1]
+        .proxy
+        .admin
+        .command("shop", "rollback", Some(TOKEN))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("etcd"), "{body}");
+    assert_eq!(state(&all[1]).await, "steady");
     // A bad canary, judged locally: only the instance with the traffic rolls back.
     setup.canary.fail_every(2);
     let only_a = &all[..1];
