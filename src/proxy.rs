@@ -1,4 +1,5 @@
-//! The data path. A request flows `server` (accept, h1/h2, limits, drain) →
+//! The data path. A request flows `server` (accept, h1/h2, limits, drain; plain
+//! HTTP/1.1 connections swept by `deadline` for their header timeout) →
 //! `forward::proxy`, which runs the phases in order: `request_id`, `head` (checks),
 //! route and split, `rewrite` (the head for the upstream), `attempt::send` (one side:
 //! endpoint, authority, send; a failed canary attempt may go to stable once,
@@ -8,6 +9,7 @@
 
 pub mod attempt;
 pub mod body;
+pub mod deadline;
 pub mod forward;
 pub mod head;
 pub mod request_id;

@@ -3,22 +3,30 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use pin_project_lite::pin_project;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
+use crate::proxy::body::ProxyBody;
+use crate::proxy::deadline::{supervise, Activity, Open, Sweeper};
 use crate::proxy::forward::proxy;
 use crate::proxy::rewrite::ConnInfo;
 use crate::snapshot::Snapshot;
@@ -56,7 +64,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Drain {
     let graceful = GracefulShutdown::new();
-    let (drain_tx, drain_rx) = watch::channel(false);
+    let sweeper = Arc::new(Sweeper::default());
+    let sweeping = {
+        let snapshots = Arc::clone(&snapshots);
+        AbortOnDrop(tokio::spawn(
+            Arc::clone(&sweeper).run(move || snapshots.load().server().header_read_timeout),
+        ))
+    };
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -94,10 +108,10 @@ pub async fn serve(
         // connection does not carry the size of a TLS stream in its task.
         match tls {
             None => {
-                let drain = drain_rx.clone();
+                let activity = sweeper.watch(limits.header_read_timeout, Instant::now());
                 tokio::spawn(async move {
                     let conn_info = ConnInfo::new(peer, false);
-                    serve_plain(stream, limits, conn_info, shared, watcher, drain).await;
+                    serve_plain(stream, limits, conn_info, shared, watcher, activity).await;
                     counter.fetch_sub(1, Ordering::Relaxed);
                 })
             }
@@ -113,11 +127,11 @@ pub async fn serve(
         };
     }
     drop(listener);
-    // HTTP/1-only connections watch this; the others are told by `graceful`.
-    drain_tx.send_replace(true);
+    // Plain HTTP/1 connections are told by the sweeper; the others by `graceful`.
+    sweeper.drain();
     let drain_timeout = snapshots.load().server().drain_timeout;
     tracing::info!(?drain_timeout, "stopped accepting; draining connections");
-    tokio::select! {
+    let drained = tokio::select! {
         // Drained wins a tie (`drain_timeout = "0s"` with nothing open is clean).
         biased;
         () = graceful.shutdown() => {
@@ -132,6 +146,17 @@ pub async fn serve(
             );
             Drain::Cut { connections }
         }
+    };
+    drop(sweeping);
+    drained
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -160,28 +185,65 @@ impl Limits {
 }
 
 /// The service of one connection: every request borrows the snapshot current at its
-/// start.
+/// start, and is counted in `activity` from its head to the end of its response body.
 fn service(
     snapshots: Arc<ArcSwap<Snapshot>>,
     conn_info: ConnInfo,
+    activity: Arc<Activity>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
-    Response = http::Response<crate::proxy::body::ProxyBody>,
+    Response = http::Response<Answer>,
     Error = Infallible,
-    Future = BoxFuture<'static, Result<http::Response<crate::proxy::body::ProxyBody>, Infallible>>,
+    Future = BoxFuture<'static, Result<http::Response<Answer>, Infallible>>,
 > + Clone {
     let conn_info = Arc::new(conn_info);
     service_fn(move |req| {
         // One atomic load per request; the request keeps this snapshot to its end.
         let snapshot = snapshots.load_full();
         let conn_info = Arc::clone(&conn_info);
+        let open = activity.start();
         // Boxed: hyper keeps a slot the size of the service future for the whole life
         // of the connection. The request's state (~3 KiB) lives only while it runs;
         // an idle keep-alive connection holds a pointer.
-        let request: BoxFuture<'static, _> =
-            Box::pin(async move { Ok(proxy(snapshot, &conn_info, req).await) });
+        let request: BoxFuture<'static, _> = Box::pin(async move {
+            let response = proxy(snapshot, &conn_info, req).await;
+            Ok(response.map(|body| Answer { body, _open: open }))
+        });
         request
     })
+}
+
+pin_project! {
+    /// The downstream response body, holding its request [`Open`] to its end.
+    #[derive(Debug)]
+    pub struct Answer {
+        #[pin]
+        body: ProxyBody,
+        _open: Open,
+    }
+}
+
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// A plain-TCP connection. HTTP/2 with prior knowledge opens with a fixed 24-byte
@@ -194,17 +256,19 @@ async fn serve_plain(
     conn_info: ConnInfo,
     snapshots: Arc<ArcSwap<Snapshot>>,
     watcher: Watcher,
-    mut drain: watch::Receiver<bool>,
+    activity: Arc<Activity>,
 ) {
     let peer = conn_info.peer;
     let mut first = [0u8; H2_PREFACE.len()];
     let peeked = tokio::select! {
-        peeked = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)) => peeked,
-        _ = drain.wait_for(|draining| *draining) => return,
+        biased;
+        peeked = stream.peek(&mut first) => peeked,
+        // Silent for the whole header timeout, or draining.
+        _ = activity.signalled() => return,
     };
     let n = match peeked {
-        Ok(Ok(n)) if n > 0 => n,
-        // Closed, failed, or silent for the whole header timeout.
+        Ok(n) if n > 0 => n,
+        // Closed or failed.
         _ => return,
     };
     if H2_PREFACE.starts_with(&first[..n]) {
@@ -214,11 +278,10 @@ async fn serve_plain(
         return;
     }
 
-    // The same settings as the auto server's HTTP/1 side (`builder`).
+    // The same settings as the auto server's HTTP/1 side (`builder`), but for the
+    // header timer: the sweeper's (see `deadline`), not hyper's.
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.h1_buf())
         // Copy the body into the head's buffer and send both with one write(2): for
         // the small bodies most requests carry this beats writev(2) (compare.sh: 18.0
@@ -226,21 +289,18 @@ async fn serve_plain(
         .writev(false)
         .keep_alive(true);
     let conn = builder
-        .serve_connection(TokioIo::new(stream), service(snapshots, conn_info))
+        .serve_connection(
+            TokioIo::new(stream),
+            service(snapshots, conn_info, Arc::clone(&activity)),
+        )
         .with_upgrades();
     // Held to the end: `GracefulShutdown` waits for this connection too.
     let _watcher = watcher;
     tokio::pin!(conn);
-    let mut draining = false;
-    let result = loop {
-        tokio::select! {
-            result = conn.as_mut() => break result,
-            _ = drain.wait_for(|draining| *draining), if !draining => {
-                // Finish the request in flight, then close.
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
-        }
+    // The header deadline and the drain come from the sweeper (see `deadline`).
+    let Some(result) = supervise(&activity, conn, |conn| conn.graceful_shutdown()).await else {
+        tracing::debug!(%peer, "no request head within header_read_timeout; closed");
+        return;
     };
     if let Err(err) = result {
         tracing::debug!(%peer, error = %err, "connection ended with an error");
@@ -260,8 +320,10 @@ async fn serve_connection<I>(
 {
     let peer = conn_info.peer;
     let builder = builder(limits);
+    // hyper's header timer runs here; the counts are not read.
+    let activity = Activity::unwatched();
     let conn = builder
-        .serve_connection_with_upgrades(io, service(snapshots, conn_info))
+        .serve_connection_with_upgrades(io, service(snapshots, conn_info, activity))
         .into_owned();
     if let Err(err) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %err, "connection ended with an error");
