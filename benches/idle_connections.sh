@@ -32,7 +32,7 @@ sleep 0.5
 before=$(rss_kb "$proxy")
 "$holder" 127.0.0.1:8080 "$n" 30 >/tmp/canary-bench/holder.log 2>&1 & pids+=($!)
 for _ in $(seq 1 300); do grep -q holding /tmp/canary-bench/holder.log && break; sleep 0.1; done
-sleep 2
+sleep "${SETTLE:-2}"
 holding=$(rss_kb "$proxy")
 cat /tmp/canary-bench/holder.log
 awk -v b="$before" -v h="$holding" -v n="$n" 'BEGIN {

@@ -231,6 +231,7 @@ impl App {
             self.listener,
             Arc::clone(&self.snapshots),
             Arc::clone(&telemetry.open_connections),
+            Arc::clone(&telemetry.parked_connections),
             rebind_rx,
             shutdown,
         )

@@ -12,7 +12,12 @@ use canary_proxy::proxy::server::Drain;
 
 /// jemalloc: against mimalloc (whose Rust wrapper sends every allocation, even
 /// align-1 buffers, down its aligned slow path) it measured 5 % less CPU per request
-/// and 24 % less memory with 7 000 idle connections (README, Performance).
+/// and 24 % less memory with 7 000 idle connections (README, Performance). Its options
+/// are built in from `.cargo/config.toml` (`JEMALLOC_SYS_WITH_MALLOC_CONF`; the
+/// environment's `_RJEM_MALLOC_CONF` overrides them at run time): memory freed goes
+/// back to the system after about a second, by jemalloc's background thread, rather
+/// than staying dirty for 10 s and going back only when something allocates again.
+/// That is mostly the buffers of parked idle connections (`proxy::deadline`).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -25,6 +25,7 @@ pub const CONFIG_RELOADS_TOTAL: &str = "canary_proxy_config_reloads_total";
 pub const CONFIG_LAST_RELOAD_SUCCESS: &str =
     "canary_proxy_config_last_reload_success_timestamp_seconds";
 pub const OPEN_CONNECTIONS: &str = "canary_proxy_open_connections";
+pub const PARKED_CONNECTIONS: &str = "canary_proxy_parked_connections";
 pub const BUILD_INFO: &str = "canary_proxy_build_info";
 pub const WOULD_ROLLBACK_TOTAL: &str = "canary_proxy_would_rollback_total";
 pub const RESPONSES_TOTAL: &str = "canary_proxy_responses_total";
@@ -174,6 +175,10 @@ pub struct Telemetry {
     open_connections_gauge: Gauge,
     /// Maintained by the listener; copied into the gauge at scrape time.
     pub open_connections: Arc<AtomicUsize>,
+    parked_connections_gauge: Gauge,
+    /// Idle HTTP/1.1 connections holding no buffers (`proxy::deadline`); maintained by
+    /// the listener, copied into the gauge at scrape time.
+    pub parked_connections: Arc<AtomicUsize>,
     /// `access_log_dropped_total`: access log lines lost (the writer fell behind, or a
     /// write failed).
     pub access_log_dropped: Counter,
@@ -208,6 +213,8 @@ impl Telemetry {
             recorder.register_gauge(&Key::from_name(CONFIG_LAST_RELOAD_SUCCESS), &METADATA);
         let open_connections_gauge =
             recorder.register_gauge(&Key::from_name(OPEN_CONNECTIONS), &METADATA);
+        let parked_connections_gauge =
+            recorder.register_gauge(&Key::from_name(PARKED_CONNECTIONS), &METADATA);
         let access_log_dropped = counter(ACCESS_LOG_DROPPED_TOTAL, vec![]);
         recorder
             .register_gauge(
@@ -227,6 +234,8 @@ impl Telemetry {
             last_reload_success,
             open_connections_gauge,
             open_connections: Arc::new(AtomicUsize::new(0)),
+            parked_connections_gauge,
+            parked_connections: Arc::new(AtomicUsize::new(0)),
             access_log_dropped,
         })
     }
@@ -308,6 +317,8 @@ impl Telemetry {
     pub fn render(&self) -> String {
         self.open_connections_gauge
             .set(self.open_connections.load(Ordering::Relaxed) as f64);
+        self.parked_connections_gauge
+            .set(self.parked_connections.load(Ordering::Relaxed) as f64);
         let mut text = sorted_exposition(&self.handle.render());
         text.push_str(&process_metrics());
         text
@@ -516,6 +527,11 @@ fn describe(recorder: &PrometheusRecorder) {
         "Unix time of the last successful config load.",
     );
     g(OPEN_CONNECTIONS, None, "Open downstream connections.");
+    g(
+        PARKED_CONNECTIONS,
+        None,
+        "Idle HTTP/1.1 downstream connections parked without buffers until their next request.",
+    );
     g(
         BUILD_INFO,
         None,

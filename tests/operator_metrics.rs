@@ -30,6 +30,7 @@ const KNOWN_METRICS: &[&str] = &[
     "canary_proxy_config_reloads_total",
     "canary_proxy_config_last_reload_success_timestamp_seconds",
     "canary_proxy_open_connections",
+    "canary_proxy_parked_connections",
     "canary_proxy_build_info",
     "canary_proxy_responses_total",
     "canary_proxy_shielded_total",

@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
 use crate::proxy::body::ProxyBody;
-use crate::proxy::deadline::{supervise, Activity, Open, Sweeper};
+use crate::proxy::deadline::{rebuilt, supervise, Activity, Open, Shed, Supervised, Sweeper};
 use crate::proxy::forward::proxy;
 use crate::proxy::rewrite::ConnInfo;
 use crate::snapshot::Snapshot;
@@ -60,11 +60,12 @@ pub async fn serve(
     mut listener: TcpListener,
     snapshots: Arc<ArcSwap<Snapshot>>,
     open_connections: Arc<AtomicUsize>,
+    parked_connections: Arc<AtomicUsize>,
     mut rebind: mpsc::UnboundedReceiver<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Drain {
     let graceful = GracefulShutdown::new();
-    let sweeper = Arc::new(Sweeper::default());
+    let sweeper = Arc::new(Sweeper::new(parked_connections));
     let sweeping = {
         let snapshots = Arc::clone(&snapshots);
         AbortOnDrop(tokio::spawn(
@@ -197,11 +198,11 @@ fn service(
     Future = BoxFuture<'static, Result<http::Response<Answer>, Infallible>>,
 > + Clone {
     let conn_info = Arc::new(conn_info);
-    service_fn(move |req| {
+    service_fn(move |req: http::Request<hyper::body::Incoming>| {
         // One atomic load per request; the request keeps this snapshot to its end.
         let snapshot = snapshots.load_full();
         let conn_info = Arc::clone(&conn_info);
-        let open = activity.start();
+        let open = activity.start(!req.body().is_end_stream());
         // Boxed: hyper keeps a slot the size of the service future for the whole life
         // of the connection. The request's state (~3 KiB) lives only while it runs;
         // an idle keep-alive connection holds a pointer.
@@ -288,22 +289,49 @@ async fn serve_plain(
         // -> 17.1 µs/request); large bodies are copied in max_buf_size pieces.
         .writev(false)
         .keep_alive(true);
-    let conn = builder
-        .serve_connection(
-            TokioIo::new(stream),
-            service(snapshots, conn_info, Arc::clone(&activity)),
-        )
-        .with_upgrades();
+    let service = service(snapshots, conn_info, Arc::clone(&activity));
     // Held to the end: `GracefulShutdown` waits for this connection too.
     let _watcher = watcher;
-    tokio::pin!(conn);
-    // The header deadline and the drain come from the sweeper (see `deadline`).
-    let Some(result) = supervise(&activity, conn, |conn| conn.graceful_shutdown()).await else {
-        tracing::debug!(%peer, "no request head within header_read_timeout; closed");
+    let mut io = Shed::new(stream, Arc::clone(&activity));
+    // The header deadline, the drain and the park come from the sweeper (see
+    // `deadline`). A parked connection waits for its next request with no hyper
+    // connection (and no buffer); the request builds a new one.
+    loop {
+        let mut conn = builder
+            .serve_connection(TokioIo::new(io), service.clone())
+            .with_upgrades();
+        let result = match supervise(&activity, Pin::new(&mut conn), |conn| {
+            conn.graceful_shutdown()
+        })
+        .await
+        {
+            Supervised::Done(result) => result,
+            Supervised::Closed => {
+                tracing::debug!(%peer, "no request head within header_read_timeout; closed");
+                return;
+            }
+            Supervised::Parked => {
+                let Some(parts) = conn.into_parts() else {
+                    return; // upgraded: cannot happen while idle
+                };
+                io = parts.io.into_inner();
+                io.unread(parts.read_buf);
+                drop(parts.service);
+                let _parked = activity.parked();
+                tokio::select! {
+                    biased;
+                    readable = io.get_ref().readable() => if readable.is_err() { return },
+                    // Idle for the whole header timeout, or draining.
+                    _ = activity.signalled() => return,
+                }
+                rebuilt(&activity);
+                continue;
+            }
+        };
+        if let Err(err) = result {
+            tracing::debug!(%peer, error = %err, "connection ended with an error");
+        }
         return;
-    };
-    if let Err(err) = result {
-        tracing::debug!(%peer, error = %err, "connection ended with an error");
     }
 }
 
