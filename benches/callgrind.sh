@@ -4,6 +4,7 @@
 # the data path can be judged to the percent.
 #
 #   benches/callgrind.sh [REQUESTS]          (from the repo root; default 2000)
+#   BIN=/tmp/old/canary-proxy benches/callgrind.sh 5000    (another build, for A/B)
 #
 # Runs the release binary with config/bench.toml under callgrind twice, serving
 # REQUESTS and then 2×REQUESTS HTTP/1.1 keep-alive requests (h2load --h1, 8
@@ -17,7 +18,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 peers="$repo/../shared/bench/peers"
 work=/tmp/canary-callgrind
 rm -rf "$work"; mkdir -p "$work" /tmp/canary-bench
-bin="$repo/target/release/canary-proxy"
+bin="${BIN:-$repo/target/release/canary-proxy}"
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 for tool in valgrind nginx h2load; do
   command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 2; }
