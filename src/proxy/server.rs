@@ -273,6 +273,8 @@ async fn serve_plain(
         _ => return,
     };
     if H2_PREFACE.starts_with(&first[..n]) {
+        // hyper's timers and `graceful` take over; the sweeper forgets it.
+        drop(activity);
         // Boxed so the HTTP/1 path's task doesn't carry HTTP/2's size.
         let io = TokioIo::new(stream);
         Box::pin(serve_connection(limits, io, conn_info, snapshots, watcher)).await;
