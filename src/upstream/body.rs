@@ -25,13 +25,18 @@ pub enum RequestBody {
     /// The client's body, streamed as it arrives; sent once.
     Streaming(Incoming),
     /// The first chunks of a body that outgrew the buffering cap (or carried
-    /// trailers), then the rest, streamed; sent once.
-    Prefixed {
-        head: VecDeque<Bytes>,
-        /// Trailers already read from `rest`, sent after `head`.
-        trailers: Option<http::HeaderMap>,
-        rest: Incoming,
-    },
+    /// trailers), then the rest, streamed; sent once. Boxed: it is rare, and every
+    /// request moves its `RequestBody` through several layers (168 → 48 bytes).
+    Prefixed(Box<Prefixed>),
+}
+
+/// See [`RequestBody::Prefixed`].
+#[derive(Debug)]
+pub struct Prefixed {
+    head: VecDeque<Bytes>,
+    /// Trailers already read from `rest`, sent after `head`.
+    trailers: Option<http::HeaderMap>,
+    rest: Incoming,
 }
 
 // === impl RequestBody ===
@@ -74,20 +79,20 @@ impl RequestBody {
                     len += data.len();
                     head.push_back(data);
                     if len > cap {
-                        return Ok(RequestBody::Prefixed {
+                        return Ok(RequestBody::Prefixed(Box::new(Prefixed {
                             head,
                             trailers: None,
                             rest: body,
-                        });
+                        })));
                     }
                 }
                 Err(frame) => {
                     // Trailers: sent on after the data, never replayed.
-                    return Ok(RequestBody::Prefixed {
+                    return Ok(RequestBody::Prefixed(Box::new(Prefixed {
                         head,
                         trailers: frame.into_trailers().ok(),
                         rest: body,
-                    });
+                    })));
                 }
             }
         }
@@ -109,7 +114,7 @@ impl RequestBody {
         match self {
             RequestBody::Empty => Some(RequestBody::Empty),
             RequestBody::Full(bytes) => Some(RequestBody::Full(bytes.clone())),
-            RequestBody::Streaming(_) | RequestBody::Prefixed { .. } => None,
+            RequestBody::Streaming(_) | RequestBody::Prefixed(_) => None,
         }
     }
 }
@@ -127,18 +132,16 @@ impl Body for RequestBody {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             RequestBody::Streaming(body) => Pin::new(body).poll_frame(cx),
-            RequestBody::Prefixed {
-                head,
-                trailers,
-                rest,
-            } => match (head.pop_front(), trailers.take()) {
-                (Some(chunk), trailers_left) => {
-                    *trailers = trailers_left;
-                    Poll::Ready(Some(Ok(Frame::data(chunk))))
+            RequestBody::Prefixed(prefixed) => {
+                match (prefixed.head.pop_front(), prefixed.trailers.take()) {
+                    (Some(chunk), trailers_left) => {
+                        prefixed.trailers = trailers_left;
+                        Poll::Ready(Some(Ok(Frame::data(chunk))))
+                    }
+                    (None, Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+                    (None, None) => Pin::new(&mut prefixed.rest).poll_frame(cx),
                 }
-                (None, Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-                (None, None) => Pin::new(rest).poll_frame(cx),
-            },
+            }
         }
     }
 
@@ -147,11 +150,11 @@ impl Body for RequestBody {
             RequestBody::Empty => true,
             RequestBody::Full(bytes) => bytes.is_none(),
             RequestBody::Streaming(body) => body.is_end_stream(),
-            RequestBody::Prefixed {
-                head,
-                trailers,
-                rest,
-            } => head.is_empty() && trailers.is_none() && rest.is_end_stream(),
+            RequestBody::Prefixed(prefixed) => {
+                prefixed.head.is_empty()
+                    && prefixed.trailers.is_none()
+                    && prefixed.rest.is_end_stream()
+            }
         }
     }
 
@@ -162,9 +165,9 @@ impl Body for RequestBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             RequestBody::Streaming(body) => body.size_hint(),
-            RequestBody::Prefixed { head, rest, .. } => {
-                let buffered: u64 = head.iter().map(|b| b.len() as u64).sum();
-                let rest = rest.size_hint();
+            RequestBody::Prefixed(prefixed) => {
+                let buffered: u64 = prefixed.head.iter().map(|b| b.len() as u64).sum();
+                let rest = prefixed.rest.size_hint();
                 let mut hint = SizeHint::new();
                 hint.set_lower(buffered + rest.lower());
                 if let Some(upper) = rest.upper() {
