@@ -30,15 +30,23 @@ const GET: &[u8] = b"GET /again HTTP/1.1\r\nhost: x\r\n\r\n";
 
 /// Reads one response (head, then a `content-length` body) off `stream`.
 async fn response(stream: &mut TcpStream) -> String {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+    responses(stream, 1).await.remove(0)
+}
+
+/// Reads `n` responses (heads, then `content-length` bodies) off `stream`, and not a
+/// byte more: pipelined answers arrive several to a read.
+async fn responses(stream: &mut TcpStream, n: usize) -> Vec<String> {
+    let mut got: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while out.len() < n {
+        // One byte at a time: a few hundred per response, and never one too many.
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
             .await
             .expect("a response within 5 s")
             .unwrap();
-        assert!(n > 0, "closed before a whole response: {got:?}");
-        got.extend_from_slice(&buf[..n]);
+        assert!(read > 0, "closed before a whole response: {got:?}");
+        got.push(byte[0]);
         let text = String::from_utf8_lossy(&got).into_owned();
         if let Some(end) = text.find("\r\n\r\n") {
             let length: usize = text[..end]
@@ -49,11 +57,21 @@ async fn response(stream: &mut TcpStream) -> String {
                         .then(|| value.trim().parse().ok())?
                 })
                 .unwrap_or(0);
-            if got.len() >= end + 4 + length {
-                return text;
+            if got.len() == end + 4 + length {
+                out.push(text);
+                got.clear();
             }
         }
     }
+    out
+}
+
+/// A keep-alive connection that has served one request.
+async fn served_once(proxy: &TestProxy) -> TcpStream {
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(GET).await.unwrap();
+    assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    stream
 }
 
 async fn parked(proxy: &TestProxy, n: f64) {
@@ -71,9 +89,7 @@ async fn parked(proxy: &TestProxy, n: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_is_parked_and_serves_its_next_request_then_times_out() {
     let (stable, proxy) = setup().await;
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.write_all(GET).await.unwrap();
-    assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    let mut stream = served_once(&proxy).await;
     parked(&proxy, 1.0).await;
 
     // The next request on the same socket builds a new hyper connection.
@@ -100,9 +116,7 @@ async fn an_idle_connection_is_parked_and_serves_its_next_request_then_times_out
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_begun_before_the_park_is_finished_after_it() {
     let (stable, proxy) = setup().await;
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.write_all(GET).await.unwrap();
-    assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    let mut stream = served_once(&proxy).await;
     stream
         .write_all(b"GET /half HTTP/1.1\r\nhost: x\r\n")
         .await
@@ -130,20 +144,96 @@ async fn a_connection_that_sent_a_body_keeps_its_buffers() {
     assert_eq!(proxy.metric(PARKED).await, 0.0);
     stream.write_all(GET).await.unwrap();
     assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    // Never parked, still closed by the header deadline (2 to 3 s of idleness).
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "still open: {read:?}"
+    );
+    assert_eq!(proxy.metric(PARKED).await, 0.0);
 }
 
 /// A drain closes parked connections at once: nothing is in flight on them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_closes_parked_connections_without_waiting() {
     let (_stable, proxy) = setup().await;
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.write_all(GET).await.unwrap();
-    assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    let mut stream = served_once(&proxy).await;
     parked(&proxy, 1.0).await;
     // drain_timeout is 10 s: a parked connection left to it would hold the stop.
     tokio::time::timeout(Duration::from_secs(5), proxy.stop())
         .await
         .expect("the drain did not wait for the parked connection");
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "still open: {read:?}"
+    );
+}
+
+/// A client that stops reading a large response: hyper's last writes wait on the
+/// socket after the body has ended. The header deadline must not cut them off
+/// (the response is not over until it is written), and the client, reading again
+/// past the timeout, gets every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_past_the_deadline_still_gets_its_whole_response() {
+    let (_stable, proxy) = setup().await;
+    const SIZE: usize = 4 << 20;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(format!("GET /download/{SIZE} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Past the 2 s timeout plus a whole sweep, without reading.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let mut got = Vec::with_capacity(SIZE + 1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    let end = loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the response keeps coming")
+            .unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+        if let Some(head_end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            if got.len() >= head_end + 4 + SIZE {
+                break head_end + 4;
+            }
+        }
+    };
+    assert_eq!(got.len() - end, SIZE);
+}
+
+/// More pipelined requests in one write than hyper serves in one poll (16): all are
+/// answered, and the connection is parked only after the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_all_served_before_a_park() {
+    let (stable, proxy) = setup().await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(&GET.repeat(40)).await.unwrap();
+    for (i, answer) in responses(&mut stream, 40).await.iter().enumerate() {
+        assert!(answer.starts_with("HTTP/1.1 200"), "response {i}: {answer}");
+    }
+    assert_eq!(stable.requests(), 40);
+    parked(&proxy, 1.0).await;
+    stream.write_all(GET).await.unwrap();
+    assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
+}
+
+/// A drain does not wait `drain_timeout` for a client stuck halfway through its
+/// first head: the header deadline still cuts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_still_cuts_a_half_sent_head_at_the_header_deadline() {
+    let (_stable, proxy) = setup().await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nhost:").await.unwrap();
+    // drain_timeout is 10 s; the header deadline (2 s) comes first.
+    tokio::time::timeout(Duration::from_secs(5), proxy.stop())
+        .await
+        .expect("the drain waited for a half-sent head");
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
     assert!(

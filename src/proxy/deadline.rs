@@ -11,7 +11,10 @@
 //! sweep runs every quarter of the current `header_read_timeout` (10 ms to 1 s), and a
 //! connection is closed at the first sweep a whole timeout after the first sweep that
 //! found it idle: between 1 × and 1.5 × `header_read_timeout` after its last response
-//! ended (nginx's timers are coarse in the same way).
+//! was written (nginx's timers are coarse in the same way). A connection is busy, never
+//! idle, while a response is open or its last bytes wait on the socket (a slow
+//! reader); a drain does not stop the deadline (it would otherwise wait
+//! `drain_timeout` for a half-sent head).
 //!
 //! The sweep also *parks* a connection idle since the previous sweep: the hyper
 //! connection is taken apart ([`Supervised::Parked`]), which frees its 8 KiB read and
@@ -41,10 +44,12 @@ const MIN_SWEEP: Duration = Duration::from_millis(10);
 /// Nor less often than this.
 const MAX_SWEEP: Duration = Duration::from_secs(1);
 
-const RUN: u8 = 0;
+/// `Activity::signal` bits: a drain is for good; a close may be withdrawn (a head came
+/// after all) and outranks the drain (a drain does not wait for a half-sent head); a
+/// park is a suggestion, void unless hyper is between requests.
 const DRAIN: u8 = 1;
 const CLOSE: u8 = 2;
-const PARK: u8 = 3;
+const PARK: u8 = 4;
 
 /// What a connection is told, read at each of its polls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +71,7 @@ pub struct Activity {
     started: AtomicU32,
     /// Requests whose response body has not ended (or been dropped) yet.
     open: AtomicU32,
-    /// `RUN`, `DRAIN` or `CLOSE`.
+    /// `DRAIN`, `CLOSE` and `PARK` bits.
     signal: AtomicU8,
     /// `started` as the sweep saw it when it decided `CLOSE`.
     close_at: AtomicU32,
@@ -75,8 +80,11 @@ pub struct Activity {
     bodies: AtomicBool,
     /// The socket's last read found nothing ([`Shed`]).
     read_waiting: AtomicBool,
-    /// The socket's last write or flush could not complete ([`Shed`]).
+    /// The socket's last write or flush could not complete ([`Shed`]): hyper still
+    /// holds bytes of a response, so the connection is not idle whatever `open` says.
     write_waiting: AtomicBool,
+    /// Parked now (the sweep does not suggest it again).
+    is_parked: AtomicBool,
     waker: AtomicWaker,
     timeout: Duration,
     /// The listener's count of parked connections (`parked_connections`).
@@ -85,7 +93,7 @@ pub struct Activity {
 
 /// One parked connection in the listener's count, while it lives.
 #[derive(Debug)]
-pub struct Parked(Arc<AtomicUsize>);
+pub struct Parked(Arc<Activity>);
 
 /// A connection's socket, telling its [`Activity`] whether hyper's last read found
 /// nothing and whether its last write completed: with no response open, that is hyper
@@ -139,8 +147,6 @@ struct Watched {
     /// or its accept: it has been idle at least since then, so a close never comes
     /// before a whole timeout of idleness.
     idle_since: Option<Instant>,
-    /// Told to park in this idle spell.
-    parked: bool,
 }
 
 // === impl Activity ===
@@ -156,11 +162,12 @@ impl Activity {
         Activity {
             started: AtomicU32::new(0),
             open: AtomicU32::new(0),
-            signal: AtomicU8::new(RUN),
+            signal: AtomicU8::new(0),
             close_at: AtomicU32::new(0),
             bodies: AtomicBool::new(false),
             read_waiting: AtomicBool::new(false),
             write_waiting: AtomicBool::new(false),
+            is_parked: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             timeout,
             parked,
@@ -168,9 +175,16 @@ impl Activity {
     }
 
     /// Counts the connection as parked until the returned value is dropped.
-    pub fn parked(&self) -> Parked {
+    pub fn parked(self: &Arc<Self>) -> Parked {
         self.parked.fetch_add(1, Ordering::Relaxed);
-        Parked(Arc::clone(&self.parked))
+        self.is_parked.store(true, Ordering::Relaxed);
+        Parked(Arc::clone(self))
+    }
+
+    /// Whether hyper may still be busy with a response: one open, or its last bytes
+    /// not yet written.
+    fn busy(&self) -> bool {
+        self.open.load(Ordering::Relaxed) > 0 || self.write_waiting.load(Ordering::Relaxed)
     }
 
     /// A request head arrived (`body`: with a body to read); it is open until the
@@ -184,37 +198,27 @@ impl Activity {
         Open(Arc::clone(self))
     }
 
-    /// What the connection should do now; call at every poll of the connection, with
-    /// its context (the sweep wakes it through it). A close the sweep decided is
-    /// withdrawn when a request started since (the sweep read the counts from another
-    /// thread while this one received a head).
+    /// What the connection should do now; call at every poll of the connection, after
+    /// polling it, with its context (the sweep wakes it through it). A close the sweep
+    /// decided is withdrawn when a request started since, or a response is still
+    /// being written (the sweep read the counts from another thread).
     pub fn signal(&self, cx: &Context<'_>) -> Signal {
         self.waker.register(cx.waker());
-        match self.signal.load(Ordering::Acquire) {
-            RUN => Signal::Run,
-            DRAIN => Signal::Drain,
-            PARK => Signal::Park,
-            _ => {
-                let started = self.started.load(Ordering::Relaxed);
-                if started == self.close_at.load(Ordering::Relaxed)
-                    && self.open.load(Ordering::Relaxed) == 0
-                {
-                    Signal::Close
-                } else {
-                    // Withdrawn; a drain sent meanwhile stands.
-                    let _ = self.signal.compare_exchange(
-                        CLOSE,
-                        RUN,
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    );
-                    if self.signal.load(Ordering::Acquire) == DRAIN {
-                        Signal::Drain
-                    } else {
-                        Signal::Run
-                    }
-                }
+        let signal = self.signal.load(Ordering::Acquire);
+        if signal & CLOSE != 0 {
+            if self.started.load(Ordering::Relaxed) == self.close_at.load(Ordering::Relaxed)
+                && !self.busy()
+            {
+                return Signal::Close;
             }
+            self.signal.fetch_and(!CLOSE, Ordering::AcqRel);
+        }
+        if signal & DRAIN != 0 {
+            Signal::Drain
+        } else if signal & PARK != 0 {
+            Signal::Park
+        } else {
+            Signal::Run
         }
     }
 
@@ -234,16 +238,13 @@ impl Activity {
     /// Whether hyper is between requests with empty buffers (see [`Shed`]).
     fn idle(&self) -> bool {
         self.read_waiting.load(Ordering::Relaxed)
-            && !self.write_waiting.load(Ordering::Relaxed)
-            && self.open.load(Ordering::Relaxed) == 0
+            && !self.busy()
             && !self.bodies.load(Ordering::Relaxed)
     }
 
     /// Clears a park (acted on, or void); a drain or close sent meanwhile stands.
     fn unpark(&self) {
-        let _ = self
-            .signal
-            .compare_exchange(PARK, RUN, Ordering::AcqRel, Ordering::Relaxed);
+        self.signal.fetch_and(!PARK, Ordering::AcqRel);
     }
 
     /// A new hyper connection on the socket: no body read yet.
@@ -254,29 +255,11 @@ impl Activity {
     }
 
     fn tell(&self, signal: u8) {
-        // A park only replaces nothing; a close replaces nothing or a park (never a
-        // drain: the drain finishes what is in flight and closes anyway).
-        if signal == PARK {
-            if self
-                .signal
-                .compare_exchange(RUN, PARK, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                return;
-            }
-        } else if signal == CLOSE {
-            let _ = self
-                .signal
-                .compare_exchange(PARK, RUN, Ordering::AcqRel, Ordering::Relaxed);
-            if self
-                .signal
-                .compare_exchange(RUN, CLOSE, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                return;
-            }
-        } else {
-            self.signal.store(signal, Ordering::Release);
+        let before = self.signal.fetch_or(signal, Ordering::AcqRel);
+        // A park already suggested (or pointless next to a drain or close) wakes
+        // nobody again.
+        if signal == PARK && before != 0 {
+            return;
         }
         self.waker.wake();
     }
@@ -364,7 +347,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Shed<T> {
 
 impl Drop for Parked {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.is_parked.store(false, Ordering::Relaxed);
+        self.0.parked.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -391,13 +375,12 @@ impl Sweeper {
         let activity = Arc::new(Activity::new(timeout, Arc::clone(&self.parked)));
         let mut connections = self.lock();
         if connections.draining {
-            activity.signal.store(DRAIN, Ordering::Release);
+            activity.signal.fetch_or(DRAIN, Ordering::AcqRel);
         }
         connections.watched.push(Watched {
             activity: Arc::downgrade(&activity),
             seen: 0,
             idle_since: Some(now),
-            parked: false,
         });
         activity
     }
@@ -422,10 +405,9 @@ impl Sweeper {
                 return false;
             };
             let started = activity.started.load(Ordering::Relaxed);
-            if started != watched.seen || activity.open.load(Ordering::Relaxed) > 0 {
+            if started != watched.seen || activity.busy() {
                 watched.seen = started;
                 watched.idle_since = None;
-                watched.parked = false;
                 return true;
             }
             let idle_since = *watched.idle_since.get_or_insert(now);
@@ -433,9 +415,10 @@ impl Sweeper {
                 activity.close_at.store(started, Ordering::Relaxed);
                 activity.tell(CLOSE);
                 closed += 1;
-            } else if idle_since < now && !watched.parked {
-                // Idle since an earlier sweep: a busy connection is never parked.
-                watched.parked = true;
+            } else if idle_since < now && !activity.is_parked.load(Ordering::Relaxed) {
+                // Idle since an earlier sweep (a busy connection is never parked); told
+                // again at each sweep until it could park (its last write may have
+                // been pending, say).
                 activity.tell(PARK);
             }
             true
@@ -471,30 +454,28 @@ where
     F: Future<Output = T>,
 {
     let mut draining = false;
-    std::future::poll_fn(move |cx| {
-        let signal = activity.signal(cx);
-        match signal {
-            Signal::Run | Signal::Park => {}
-            Signal::Drain => {
-                if !draining {
-                    draining = true;
-                    graceful(conn.as_mut());
-                }
-            }
-            Signal::Close => return Poll::Ready(Supervised::Closed),
+    std::future::poll_fn(move |cx| loop {
+        // The connection first: a head already waiting withdraws a close.
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Supervised::Done(result));
         }
-        let polled = conn.as_mut().poll(cx);
-        match polled {
-            Poll::Ready(result) => Poll::Ready(Supervised::Done(result)),
-            Poll::Pending if signal == Signal::Park => {
+        match activity.signal(cx) {
+            Signal::Run => return Poll::Pending,
+            Signal::Drain if !draining => {
+                draining = true;
+                graceful(conn.as_mut());
+                // Polled again: hyper acts on the shutdown when polled.
+            }
+            Signal::Drain => return Poll::Pending,
+            Signal::Close => return Poll::Ready(Supervised::Closed),
+            Signal::Park => {
                 activity.unpark();
-                if activity.idle() {
+                return if activity.idle() {
                     Poll::Ready(Supervised::Parked)
                 } else {
                     Poll::Pending
-                }
+                };
             }
-            Poll::Pending => Poll::Pending,
         }
     })
     .await
@@ -584,7 +565,7 @@ mod tests {
     }
 
     #[test]
-    fn drain_reaches_every_connection_and_those_accepted_later_and_beats_close() {
+    fn drain_reaches_every_connection_and_those_accepted_later_and_a_close_still_comes() {
         let sweeper = Sweeper::default();
         let t0 = Instant::now();
         let before = sweeper.watch(TIMEOUT, t0);
@@ -592,8 +573,31 @@ mod tests {
         let after = sweeper.watch(TIMEOUT, t0);
         assert_eq!(before.signal(&cx()), Signal::Drain);
         assert_eq!(after.signal(&cx()), Signal::Drain);
+        // A connection that never sends a whole head is still cut at its deadline:
+        // the drain would wait for it until drain_timeout.
         sweeper.sweep(t0 + TIMEOUT);
-        assert_eq!(before.signal(&cx()), Signal::Drain);
+        assert_eq!(before.signal(&cx()), Signal::Close);
+    }
+
+    #[test]
+    fn a_response_still_being_written_is_busy_not_idle() {
+        let sweeper = Sweeper::default();
+        let t0 = Instant::now();
+        let conn = sweeper.watch(TIMEOUT, t0);
+        drop(conn.start(false));
+        // The body ended (the request is no longer open) but its last bytes wait on a
+        // client that does not read.
+        conn.write_waiting.store(true, Ordering::Relaxed);
+        for i in 1..10 {
+            assert_eq!(sweeper.sweep(t0 + TIMEOUT * i), 0);
+        }
+        // A close decided just before the write stalled is withdrawn.
+        conn.close_at.store(1, Ordering::Relaxed);
+        conn.signal.fetch_or(CLOSE, Ordering::AcqRel);
+        assert_eq!(conn.signal(&cx()), Signal::Run);
+        conn.write_waiting.store(false, Ordering::Relaxed);
+        sweeper.sweep(t0 + TIMEOUT * 10);
+        assert_eq!(sweeper.sweep(t0 + TIMEOUT * 11), 1);
     }
 
     #[test]
@@ -672,7 +676,7 @@ mod tests {
     }
 
     #[test]
-    fn the_sweep_parks_a_connection_idle_since_the_last_sweep_once_per_idle_spell() {
+    fn the_sweep_suggests_a_park_to_an_idle_connection_until_it_parks() {
         let sweeper = Sweeper::default();
         let t0 = Instant::now();
         let tick = TIMEOUT / 4;
@@ -684,17 +688,18 @@ mod tests {
         assert_eq!(conn.signal(&cx()), Signal::Run, "idle from this sweep");
         sweeper.sweep(t0 + tick * 3);
         assert_eq!(conn.signal(&cx()), Signal::Park);
+        // Void (hyper was not between requests): suggested again at the next sweep.
         conn.unpark();
         sweeper.sweep(t0 + tick * 4);
-        assert_eq!(conn.signal(&cx()), Signal::Run, "once per idle spell");
-        // A new request, then idle again: parked again.
-        drop(conn.start(false));
-        sweeper.sweep(t0 + tick * 5);
-        sweeper.sweep(t0 + tick * 6);
-        sweeper.sweep(t0 + tick * 7);
         assert_eq!(conn.signal(&cx()), Signal::Park);
-        // The close, a timeout after idle began, replaces the park.
-        sweeper.sweep(t0 + tick * 10);
+        conn.unpark();
+        // Parked: not suggested while it stays so.
+        let parked = conn.parked();
+        sweeper.sweep(t0 + tick * 5);
+        assert_eq!(conn.signal(&cx()), Signal::Run);
+        drop(parked);
+        // The close, a timeout after idle began, comes whatever the park did.
+        sweeper.sweep(t0 + tick * 6);
         assert_eq!(conn.signal(&cx()), Signal::Close);
     }
 

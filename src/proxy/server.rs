@@ -285,6 +285,8 @@ async fn serve_plain(
     // header timer: the sweeper's (see `deadline`), not hyper's.
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
+        // Explicitly off (hyper would arm its default 30 s if a timer were set).
+        .header_read_timeout(None)
         .max_buf_size(limits.h1_buf())
         // Copy the body into the head's buffer and send both with one write(2): for
         // the small bodies most requests carry this beats writev(2) (compare.sh: 18.0
@@ -317,7 +319,12 @@ async fn serve_plain(
                     return; // upgraded: cannot happen while idle
                 };
                 io = parts.io.into_inner();
-                io.unread(parts.read_buf);
+                // A copy: `read_buf` shares hyper's whole read buffer, which parking
+                // is meant to free.
+                if !parts.read_buf.is_empty() {
+                    io.unread(Bytes::copy_from_slice(&parts.read_buf));
+                }
+                drop(parts.read_buf);
                 drop(parts.service);
                 let _parked = activity.parked();
                 tokio::select! {
