@@ -337,6 +337,16 @@ async fn totals(instance: &Instance) -> u64 {
     t["stable"]["requests"].as_u64().unwrap() + t["canary"]["requests"].as_u64().unwrap()
 }
 
+/// An operator's rollback on `instance`, accepted (200).
+async fn rollback(instance: &Instance) {
+    let (status, body) = instance
+        .proxy
+        .admin
+        .command("shop", "rollback", Some(TOKEN))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 async fn state(instance: &Instance) -> String {
     instance.proxy.admin.route_status("shop").await["state"]
         .as_str()
@@ -499,12 +509,7 @@ async fn equal_versions_are_never_latched() {
 async fn a_latch_reaches_every_instance_at_once() {
     let setup = Setup::new(BUDGET).await;
     let all = setup.three().await;
-    let (status, body) = all[0]
-        .proxy
-        .admin
-        .command("shop", "rollback", Some(TOKEN))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    rollback(&all[0]).await;
     let committed = Instant::now();
     for instance in &all[1..] {
         wait_for(
@@ -582,12 +587,7 @@ async fn the_etcd_leader_killed_mid_rollout_loses_nothing() {
         .unwrap();
     eprintln!("leader killed: every instance published again within {slowest:?}");
     wait_joined_connected(&all).await;
-    let (status, body) = all[1]
-        .proxy
-        .admin
-        .command("shop", "rollback", Some(TOKEN))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    rollback(&all[1]).await;
     for instance in &all {
         wait_for(
             "the latch written after the kill reached the instance",
@@ -741,12 +741,7 @@ async fn a_restarted_instance_never_lowers_or_doubles_the_totals() {
 async fn resume_on_one_instance_re_arms_all_and_one_of_two_resumes_wins() {
     let setup = Setup::new(BUDGET).await;
     let all = setup.three().await;
-    let (status, body) = all[2]
-        .proxy
-        .admin
-        .command("shop", "rollback", Some(TOKEN))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    rollback(&all[2]).await;
     for instance in &all {
         wait_for("rolled back everywhere", Duration::from_secs(2), || async {
             state(instance).await == "rolled_back"

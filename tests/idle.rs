@@ -74,6 +74,16 @@ async fn served_once(proxy: &TestProxy) -> TcpStream {
     stream
 }
 
+/// Asserts the proxy closes `stream` within `limit` (EOF or a reset).
+async fn closed_within(stream: &mut TcpStream, limit: Duration) {
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(limit, stream.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "still open: {read:?}"
+    );
+}
+
 async fn parked(proxy: &TestProxy, n: f64) {
     let mut last = -1.0;
     for _ in 0..60 {
@@ -102,12 +112,7 @@ async fn an_idle_connection_is_parked_and_serves_its_next_request_then_times_out
 
     // Parked again, and still closed by the header deadline (2 to 3 s of idleness).
     parked(&proxy, 1.0).await;
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-    assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "still open: {read:?}"
-    );
+    closed_within(&mut stream, Duration::from_secs(5)).await;
     parked(&proxy, 0.0).await;
 }
 
@@ -145,12 +150,7 @@ async fn a_connection_that_sent_a_body_keeps_its_buffers() {
     stream.write_all(GET).await.unwrap();
     assert!(response(&mut stream).await.starts_with("HTTP/1.1 200"));
     // Never parked, still closed by the header deadline (2 to 3 s of idleness).
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-    assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "still open: {read:?}"
-    );
+    closed_within(&mut stream, Duration::from_secs(5)).await;
     assert_eq!(proxy.metric(PARKED).await, 0.0);
 }
 
@@ -164,12 +164,7 @@ async fn a_drain_closes_parked_connections_without_waiting() {
     tokio::time::timeout(Duration::from_secs(5), proxy.stop())
         .await
         .expect("the drain did not wait for the parked connection");
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
-    assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "still open: {read:?}"
-    );
+    closed_within(&mut stream, Duration::from_secs(2)).await;
 }
 
 /// A client that stops reading a large response: hyper's last writes wait on the
@@ -234,10 +229,5 @@ async fn a_drain_still_cuts_a_half_sent_head_at_the_header_deadline() {
     tokio::time::timeout(Duration::from_secs(5), proxy.stop())
         .await
         .expect("the drain waited for a half-sent head");
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
-    assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "still open: {read:?}"
-    );
+    closed_within(&mut stream, Duration::from_secs(2)).await;
 }

@@ -247,8 +247,9 @@ impl Activity {
         self.signal.fetch_and(!PARK, Ordering::AcqRel);
     }
 
-    /// A new hyper connection on the socket: no body read yet.
-    fn rebuilt(&self) {
+    /// A new hyper connection on a parked socket: no body read yet, no read or write
+    /// seen.
+    pub fn rebuilt(&self) {
         self.bodies.store(false, Ordering::Relaxed);
         self.read_waiting.store(false, Ordering::Relaxed);
         self.write_waiting.store(false, Ordering::Relaxed);
@@ -479,11 +480,6 @@ where
         }
     })
     .await
-}
-
-/// Readies `activity` for a new hyper connection on a parked socket.
-pub fn rebuilt(activity: &Activity) {
-    activity.rebuilt();
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
 use crate::proxy::body::ProxyBody;
-use crate::proxy::deadline::{rebuilt, supervise, Activity, Open, Shed, Supervised, Sweeper};
+use crate::proxy::deadline::{supervise, Activity, Open, Shed, Supervised, Sweeper};
 use crate::proxy::forward::proxy;
 use crate::proxy::rewrite::ConnInfo;
 use crate::snapshot::Snapshot;
@@ -66,7 +66,8 @@ pub async fn serve(
 ) -> Drain {
     let graceful = GracefulShutdown::new();
     let sweeper = Arc::new(Sweeper::new(parked_connections));
-    let sweeping = {
+    // Ends with this function (the drain below included).
+    let _sweeping = {
         let snapshots = Arc::clone(&snapshots);
         AbortOnDrop(tokio::spawn(
             Arc::clone(&sweeper).run(move || snapshots.load().server().header_read_timeout),
@@ -132,7 +133,7 @@ pub async fn serve(
     sweeper.drain();
     let drain_timeout = snapshots.load().server().drain_timeout;
     tracing::info!(?drain_timeout, "stopped accepting; draining connections");
-    let drained = tokio::select! {
+    tokio::select! {
         // Drained wins a tie (`drain_timeout = "0s"` with nothing open is clean).
         biased;
         () = graceful.shutdown() => {
@@ -147,9 +148,7 @@ pub async fn serve(
             );
             Drain::Cut { connections }
         }
-    };
-    drop(sweeping);
-    drained
+    }
 }
 
 /// Aborts a task when dropped.
@@ -304,43 +303,41 @@ async fn serve_plain(
         let mut conn = builder
             .serve_connection(TokioIo::new(io), service.clone())
             .with_upgrades();
-        let result = match supervise(&activity, Pin::new(&mut conn), |conn| {
+        let supervised = supervise(&activity, Pin::new(&mut conn), |conn| {
             conn.graceful_shutdown()
         })
-        .await
-        {
-            Supervised::Done(result) => result,
+        .await;
+        match supervised {
+            Supervised::Done(Ok(())) => return,
+            Supervised::Done(Err(err)) => {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+                return;
+            }
             Supervised::Closed => {
                 tracing::debug!(%peer, "no request head within header_read_timeout; closed");
                 return;
             }
-            Supervised::Parked => {
-                let Some(parts) = conn.into_parts() else {
-                    return; // upgraded: cannot happen while idle
-                };
-                io = parts.io.into_inner();
-                // A copy: `read_buf` shares hyper's whole read buffer, which parking
-                // is meant to free.
-                if !parts.read_buf.is_empty() {
-                    io.unread(Bytes::copy_from_slice(&parts.read_buf));
-                }
-                drop(parts.read_buf);
-                drop(parts.service);
-                let _parked = activity.parked();
-                tokio::select! {
-                    biased;
-                    readable = io.get_ref().readable() => if readable.is_err() { return },
-                    // Idle for the whole header timeout, or draining.
-                    _ = activity.signalled() => return,
-                }
-                rebuilt(&activity);
-                continue;
-            }
-        };
-        if let Err(err) = result {
-            tracing::debug!(%peer, error = %err, "connection ended with an error");
+            Supervised::Parked => {}
         }
-        return;
+        let Some(parts) = conn.into_parts() else {
+            return; // upgraded: cannot happen while idle
+        };
+        io = parts.io.into_inner();
+        // A copy: `read_buf` shares hyper's whole read buffer, which parking is meant
+        // to free (dropped now, with the service, not after the wait).
+        if !parts.read_buf.is_empty() {
+            io.unread(Bytes::copy_from_slice(&parts.read_buf));
+        }
+        drop(parts.read_buf);
+        drop(parts.service);
+        let _parked = activity.parked();
+        tokio::select! {
+            biased;
+            readable = io.get_ref().readable() => if readable.is_err() { return },
+            // Idle for the whole header timeout, or draining.
+            _ = activity.signalled() => return,
+        }
+        activity.rebuilt();
     }
 }
 
