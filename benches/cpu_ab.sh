@@ -8,6 +8,11 @@
 #
 #   benches/cpu_ab.sh [-n REQUESTS] [-r ROUNDS] NAME=BINARY...
 #   e.g. benches/cpu_ab.sh before=/tmp/before/canary-proxy after=target/release/canary-proxy
+#   NAME=nginx runs nginx with ../shared/bench/peers/nginx.conf (one worker) instead.
+#
+# Besides user and system CPU it prints, per 1 000 requests, the minor page faults and
+# the voluntary and involuntary context switches (/usr/bin/time %R %w %c): system time
+# that is not a syscall the proxy asked for.
 #
 # The proxy runs pinned to CPU 1 (one worker: the runtime sizes itself from the
 # affinity mask), the load to CPU 0, with config/bench.toml. Needs: nginx, h2load
@@ -19,7 +24,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -n) requests=$2; shift 2 ;;
     -r) rounds=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -40,8 +45,10 @@ wait_port 9001
 for round in $(seq 1 "$rounds"); do
   for pair in "$@"; do
     name=${pair%%=*} bin=${pair#*=}
-    RUST_LOG=warn taskset -c 1 /usr/bin/time -f "%U %S" -o "$work/$name.$round" \
-      "$bin" run -c "$repo/config/bench.toml" >"$work/$name.log" 2>&1 &
+    if [ "$bin" = nginx ]; then cmd=(nginx -p /tmp/canary-bench -c "$peers/nginx.conf")
+    else cmd=("$bin" run -c "$repo/config/bench.toml"); fi
+    RUST_LOG=warn taskset -c 1 /usr/bin/time -f "%U %S %R %w %c" -o "$work/$name.$round" \
+      "${cmd[@]}" >"$work/$name.log" 2>&1 &
     proxy=$!
     wait_port 8080
     taskset -c 0 h2load --h1 -n "$requests" -c 64 -H 'x-user-id: user-42' http://127.0.0.1:8080/ \
@@ -50,7 +57,7 @@ for round in $(seq 1 "$rounds"); do
       || { echo "$name: not every request succeeded" >&2; cat "$work/$name.h2load.$round" >&2; exit 1; }
     # /usr/bin/time ignores SIGINT while its child runs: signal the proxy itself.
     pkill -INT -P "$proxy"; wait "$proxy" || true; proxy=""
-    awk -v n="$requests" -v name="$name" -v r="$round" '{ printf "round %d  %-10s user %5.2f  sys %5.2f  total %5.2f µs/request\n", r, name, $1 * 1e6 / n, $2 * 1e6 / n, ($1 + $2) * 1e6 / n }' "$work/$name.$round"
+    awk -v n="$requests" -v name="$name" -v r="$round" '{ printf "round %d  %-10s user %5.2f  sys %5.2f  total %5.2f µs/request; per 1000: faults %.1f  voluntary %.1f  involuntary %.1f\n", r, name, $1 * 1e6 / n, $2 * 1e6 / n, ($1 + $2) * 1e6 / n, $3 * 1e3 / n, $4 * 1e3 / n, $5 * 1e3 / n }' "$work/$name.$round"
   done
 done
 echo "medians:"
