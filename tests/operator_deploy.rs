@@ -256,6 +256,15 @@ fn dockerfile_runs_the_release_binary_as_non_root() {
         "{}",
         state.display()
     );
-    assert!(dockerfile.contains("cargo build --release --locked"));
-    assert!(dockerfile.contains("/usr/local/bin/canary-proxy"));
+    // The image ships the profile-guided build (benches/pgo.sh, locked, with the
+    // fleet), so the build stage has what that script and its training run need.
+    assert!(dockerfile.contains("benches/pgo.sh --features fleet"));
+    assert!(dockerfile.contains("target/pgo/release/canary-proxy /out/usr/local/bin/canary-proxy"));
+    for needed in ["COPY benches ./benches", "COPY examples ./examples"] {
+        assert!(dockerfile.lines().any(|l| l == needed), "no {needed}");
+    }
+    assert!(dockerfile.contains("rustup component add llvm-tools"));
+    assert!(dockerfile.contains(" procps"), "kill, for the training run");
+    let pgo = read("benches/pgo.sh");
+    assert!(pgo.contains("cargo build --release --locked --bin canary-proxy \"$@\""));
 }
