@@ -3,6 +3,7 @@
 # request (issue 7: 7 000 connections, target ≤ 70 MiB RSS).
 #
 #   benches/idle_connections.sh [N]       (from the repo root; default 7000)
+#   BIN=target/pgo/release/canary-proxy benches/idle_connections.sh   (another build)
 #
 # Holder, proxy and upstreams run as separate processes (ulimit -n is 20 000 here).
 # Prints the proxy's RSS before and while holding, and the growth per connection.
@@ -13,7 +14,7 @@ set -euo pipefail
 n=${1:-7000}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 peers="$repo/../shared/bench/peers"
-bin="$repo/target/release/canary-proxy"
+bin="${BIN:-$repo/target/release/canary-proxy}"
 holder="$repo/target/release/examples/hold_connections"
 [ -x "$bin" ] && [ -x "$holder" ] || { echo "build first: cargo build --release --example hold_connections" >&2; exit 2; }
 ulimit -n 20000
