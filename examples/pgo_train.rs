@@ -4,6 +4,7 @@
 //! writes its profile (to `LLVM_PROFILE_FILE`, which the child inherits).
 //!
 //! `cargo run --release --example pgo_train -- PATH/TO/INSTRUMENTED/canary-proxy`
+//! (the proxy logs at `RUST_LOG`, default `error`, to this run's stderr)
 //!
 //! The mix is what the proxy spends its time on in production, by weight: HTTP/1.1
 //! keep-alive GETs with a sticky key (both sides), then POSTs with a body, HTTP/2
@@ -92,7 +93,7 @@ async fn train(binary: &str) -> Result<usize, Failure> {
     answered += step("h2c", h2(listen)).await?;
     answered += step("errors", errors(listen)).await?;
 
-    let status = proxy.stop()?;
+    let status = proxy.stop().await?;
     if !status.success() {
         return Err(format!("the proxy exited with {status}").into());
     }
@@ -104,7 +105,7 @@ struct Proxy(Child);
 
 impl Proxy {
     /// SIGTERM (a drain and a clean exit, which writes the profile), then waits.
-    fn stop(&mut self) -> Result<std::process::ExitStatus, Failure> {
+    async fn stop(&mut self) -> Result<std::process::ExitStatus, Failure> {
         let pid = self.0.id().to_string();
         let kill = Command::new("kill").args(["-TERM", &pid]).status()?;
         if !kill.success() {
@@ -114,7 +115,7 @@ impl Proxy {
             if let Some(status) = self.0.try_wait()? {
                 return Ok(status);
             }
-            std::thread::sleep(Duration::from_millis(100));
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err("the proxy did not exit within 30 s of SIGTERM".into())
     }
@@ -330,6 +331,9 @@ async fn upstream(name: &'static str) -> Result<SocketAddr, Failure> {
     Ok(addr)
 }
 
+/// A port nothing listens on, for the proxy's `listen` (released at once; the proxy
+/// binds it moments later; should another process take it first, the proxy exits
+/// and the run fails).
 async fn free_addr() -> Result<SocketAddr, Failure> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     Ok(listener.local_addr()?)
