@@ -211,7 +211,7 @@ async fn forward<'r, B: DownstreamBody>(
         shield,
         parts,
         body,
-        start + request_timeout,
+        start,
         request_timeout,
     )
     .await?;
@@ -246,30 +246,36 @@ fn upstream_head(
 }
 
 /// Sends the request to `side`, and to stable once more when `shield` covers it and
-/// the canary's attempt fails (see [`shielded`]). Returns the side that answered.
+/// the canary's attempt fails (see [`shielded`]), all within `request_timeout` of
+/// `start`. Returns the side that answered.
 async fn send<'r, B: DownstreamBody>(
     route: &'r Route,
     side: Side,
     shield: Option<&Shield>,
     parts: Parts,
     body: B,
-    deadline: Instant,
+    start: Instant,
     request_timeout: Duration,
 ) -> Result<(Side, Exchange<'r>), ProxyError> {
+    let deadline = start + request_timeout;
     // gRPC has no idempotency flag: a call is retried only if it never left.
     let retry_on_stable =
         shield.filter(|s| s.config.methods.contains(&parts.method) && !is_grpc(&parts.headers));
-    let body = match retry_on_stable {
+    // The attempt starts once the body is held, when the shield reads it first;
+    // otherwise at the request's start (one clock read less on the common path).
+    let (body, tried_at) = match retry_on_stable {
         // Boxed: the common path's future does not carry the buffering state.
-        Some(shield) => Box::pin(buffer(body, shield, deadline)).await?,
-        None => body.streaming(),
+        Some(shield) => (
+            Box::pin(buffer(body, shield, deadline)).await?,
+            Instant::now(),
+        ),
+        None => (body.streaming(), start),
     };
     // What stable gets if the canary attempt fails after sending: a copy, taken only
     // when the shield may need it (an eligible method and a body held whole).
     let spare = retry_on_stable.and_then(|_| body.try_clone().map(|b| (copy_head(&parts), b)));
     let per_try = per_try(shield, spare.is_some(), request_timeout);
 
-    let tried_at = Instant::now();
     let first_try = (tried_at + per_try).min(deadline);
     let first = attempt::send(route, side, parts, body, tried_at, first_try, per_try).await;
     match shield {

@@ -121,26 +121,32 @@ impl EndpointPool {
             } else {
                 None
             };
-            match tx.try_send_request(req).await {
+            let again = match tx.try_send_request(req).await {
                 Ok(response) => return Ok(self.settle(tx, response, now, 0)),
                 Err(mut err) => match err.take_message() {
                     // The connection went away before the request was written.
-                    Some(unsent) => req = unsent,
+                    Some(unsent) => {
+                        req = unsent;
+                        continue;
+                    }
                     None => {
                         let err = err.into_error();
                         match replay {
                             Some(again) if lost_before_response(&err) => {
                                 tracing::debug!(endpoint = %self.addr, error = %err, "keep-alive race: the upstream closed a reused connection; retrying on a new one");
-                                // Boxed: the common path's future stays small.
-                                return Box::pin(self.send_fresh(*again, now, 1)).await;
+                                again
                             }
                             _ => return Err(Failed::sent(ProxyError::from_hyper(err))),
                         }
                     }
                 },
-            }
+            };
+            // Out of the match, so that no error is held across this await.
+            return Box::pin(self.send_fresh(*again, now, 1)).await;
         }
-        self.send_fresh(req, now, 0).await
+        // Boxed, as above: a new connection (connect, maybe TLS) is the rare path, and
+        // this future is moved, whole, through every layer of the request's path.
+        Box::pin(self.send_fresh(req, now, 0)).await
     }
 
     /// Sends `req` on a new connection. A connection that cannot be made hands the
