@@ -85,7 +85,7 @@ async fn train(binary: &str) -> Result<usize, Failure> {
             .stdout(Stdio::null())
             .spawn()?,
     );
-    wait_for_port(listen).await?;
+    wait_for_port(listen, &mut proxy).await?;
 
     let mut answered = 0;
     answered += step("GET", gets(listen)).await?;
@@ -331,16 +331,20 @@ async fn upstream(name: &'static str) -> Result<SocketAddr, Failure> {
     Ok(addr)
 }
 
-/// A port nothing listens on, for the proxy's `listen` (released at once; the proxy
-/// binds it moments later; should another process take it first, the proxy exits
-/// and the run fails).
+/// A port nothing listens on, for the proxy's `listen`: released at once, and bound
+/// by the proxy moments later. Should another process take it first, the proxy exits
+/// and `wait_for_port` says so.
 async fn free_addr() -> Result<SocketAddr, Failure> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     Ok(listener.local_addr()?)
 }
 
-async fn wait_for_port(addr: SocketAddr) -> Result<(), Failure> {
+/// Until the proxy listens on `addr`: at most 10 s, and failing at once if it exits.
+async fn wait_for_port(addr: SocketAddr, proxy: &mut Proxy) -> Result<(), Failure> {
     for _ in 0..200 {
+        if let Some(status) = proxy.0.try_wait()? {
+            return Err(format!("the proxy exited before listening on {addr}: {status}").into());
+        }
         if TcpStream::connect(addr).await.is_ok() {
             return Ok(());
         }

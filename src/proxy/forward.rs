@@ -205,16 +205,8 @@ async fn forward<'r, B: DownstreamBody>(
     let request_timeout = snapshot.server().request_timeout;
     let start = Instant::now();
     let shield = shield_for(route, side, reason, downstream_upgrade.is_some(), start);
-    let (answered, exchange) = send(
-        route,
-        side,
-        shield,
-        parts,
-        body,
-        start,
-        request_timeout,
-    )
-    .await?;
+    let (answered, exchange) =
+        send(route, side, shield, parts, body, start, request_timeout).await?;
     note.side = Some(answered);
     note.shielded = answered != side;
     respond(
