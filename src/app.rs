@@ -63,12 +63,15 @@ impl App {
                 .await
                 .map_err(io::Error::other)??;
         }
+        // Built before the listeners open: the recorder's clock calibrates itself
+        // against wall time (quanta: a loop of clock reads), and a client that
+        // connects as soon as the port opens should not wait for that.
+        let telemetry = Telemetry::new();
         let listener = bind(config.server.listen, "listen").await?;
         let admin_listener = match &config.admin {
             Some(admin) => Some(bind(admin.listen, "admin listen").await?),
             None => None,
         };
-        let telemetry = Telemetry::new();
         let access_log = AccessLog::for_config(
             None,
             config.log.access.as_ref(),
