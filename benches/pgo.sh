@@ -4,7 +4,7 @@
 # still works and is what the tests use; this one is ~29 % fewer instructions per
 # request (README, Performance).
 #
-#   benches/pgo.sh [--features fleet]         (from anywhere; extra args go to cargo build)
+#   benches/pgo.sh [--bolt] [--features fleet]   (from anywhere; other args go to cargo build)
 #
 # 1. builds canary-proxy instrumented (-Cprofile-generate) into target/pgo-generate;
 # 2. runs examples/pgo_train.rs: two in-process upstreams, the instrumented proxy in
@@ -12,15 +12,32 @@
 #    then SIGTERM, which writes the profile;
 # 3. merges it with llvm-profdata and builds again with -Cprofile-use into target/pgo;
 # 4. sends the optimised build through the same run (every answer checked).
-# Prints the optimised binary's path: target/pgo/release/canary-proxy.
+# With --bolt, then (the post-link layout, as rustc's own release build does):
+# 5. instruments that binary with llvm-bolt (it was linked with --emit-relocs, so
+#    BOLT may move whole functions), sends it through the same run, which writes
+#    BOLT's profile, and lays the binary out again by it: hot blocks together, cold
+#    ones split off, functions ordered by calls;
+# 6. sends the result through the run once more.
+# Prints the final binary's path: target/pgo/release/canary-proxy, or with --bolt
+# target/pgo/bolt/canary-proxy.
 #
 # Needs llvm-profdata matching rustc's LLVM (`rustup component add llvm-tools`) and
-# `kill` (procps); no nginx, no load generator. Takes about three release builds (the
-# training run's build compiles the library and the dev-dependencies too) and two
-# runs of ~10 s. Any RUSTFLAGS of yours are kept, and the profile flag added.
+# `kill` (procps); --bolt needs llvm-bolt-16 (Debian 12: `apt install bolt-16`). No
+# nginx, no load generator. Takes about three release builds (the training run's
+# build compiles the library and the dev-dependencies too) and two runs of ~10 s
+# (four with --bolt). Any RUSTFLAGS of yours are kept, and the profile flag added.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
+bolt=
+if [ "${1:-}" = --bolt ]; then
+  bolt=llvm-bolt-16
+  shift
+  command -v "$bolt" >/dev/null || { echo "no $bolt: apt-get install bolt-16" >&2; exit 2; }
+  # llvm-bolt finds its instrumentation runtime relative to its own lib directory.
+  bolt_rt=/usr/lib/llvm-16/lib/libbolt_rt_instr.a
+  [ -f "$bolt_rt" ] || { echo "no $bolt_rt: apt-get install bolt-16" >&2; exit 2; }
+fi
 host=$(rustc -vV | sed -n 's/^host: //p')
 profdata="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata"
 [ -x "$profdata" ] || { echo "no $profdata: rustup component add llvm-tools" >&2; exit 2; }
@@ -40,8 +57,34 @@ LLVM_PROFILE_FILE="$data/train-%p-%m.profraw" \
 ls "$data"/train-*.profraw >/dev/null 2>&1 || { echo "pgo: the training wrote no profile" >&2; exit 1; }
 "$profdata" merge -o "$data/merged.profdata" "$data"/train-*.profraw
 echo "pgo: optimised build" >&2
-RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$data/merged.profdata" CARGO_TARGET_DIR="$repo/target/pgo" \
+# BOLT needs the relocations kept in the binary to move functions.
+relocs=${bolt:+-Clink-arg=-Wl,--emit-relocs}
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$data/merged.profdata $relocs" CARGO_TARGET_DIR="$repo/target/pgo" \
   cargo build --release --locked --bin canary-proxy "$@"
 echo "pgo: the optimised build through the same run" >&2
 "$repo/target/release/examples/pgo_train" "$repo/target/pgo/release/canary-proxy"
-echo "$repo/target/pgo/release/canary-proxy"
+if [ -z "$bolt" ]; then
+  echo "$repo/target/pgo/release/canary-proxy"
+  exit 0
+fi
+
+out="$repo/target/pgo/bolt"
+rm -rf "$out"; mkdir -p "$out"
+echo "pgo: BOLT instrumentation" >&2
+# The runtime path is given relative to /usr/lib, where llvm-bolt-16 looks for it.
+"$bolt" "$repo/target/pgo/release/canary-proxy" -instrument \
+  -instrumentation-file="$data/bolt.fdata" -runtime-instrumentation-lib="${bolt_rt#/usr/lib/}" \
+  -o "$out/canary-proxy.instrumented" >&2
+echo "pgo: BOLT training" >&2
+"$repo/target/release/examples/pgo_train" "$out/canary-proxy.instrumented"
+[ -s "$data/bolt.fdata" ] || { echo "pgo: the BOLT training wrote no profile" >&2; exit 1; }
+echo "pgo: BOLT layout" >&2
+# -update-debug-sections keeps the line tables (profiles and backtraces name source
+# lines, as for the other builds).
+"$bolt" "$repo/target/pgo/release/canary-proxy" -o "$out/canary-proxy" -data="$data/bolt.fdata" \
+  -reorder-blocks=ext-tsp -reorder-functions=hfsort -split-functions -split-all-cold \
+  -split-eh -icf=1 -use-gnu-stack -update-debug-sections >&2
+rm -f "$out/canary-proxy.instrumented"
+echo "pgo: the BOLT build through the same run" >&2
+"$repo/target/release/examples/pgo_train" "$out/canary-proxy"
+echo "$out/canary-proxy"

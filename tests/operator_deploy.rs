@@ -256,15 +256,23 @@ fn dockerfile_runs_the_release_binary_as_non_root() {
         "{}",
         state.display()
     );
-    // The image ships the profile-guided build (benches/pgo.sh, locked, with the
-    // fleet), so the build stage has what that script and its training run need.
-    assert!(dockerfile.contains("benches/pgo.sh --features fleet"));
-    assert!(dockerfile.contains("target/pgo/release/canary-proxy /out/usr/local/bin/canary-proxy"));
+    // The image ships the profile-guided, BOLT-laid-out build (benches/pgo.sh --bolt,
+    // locked, with the fleet), so the build stage has what that script and its
+    // training runs need.
+    assert!(dockerfile.contains("benches/pgo.sh --bolt --features fleet"));
+    assert!(dockerfile.contains("target/pgo/bolt/canary-proxy /out/usr/local/bin/canary-proxy"));
     for needed in ["COPY benches ./benches", "COPY examples ./examples"] {
         assert!(dockerfile.lines().any(|l| l == needed), "no {needed}");
     }
     assert!(dockerfile.contains("rustup component add llvm-tools"));
     assert!(dockerfile.contains(" procps"), "kill, for the training run");
+    assert!(dockerfile.contains(" bolt-16"), "llvm-bolt-16, for --bolt");
     let pgo = read("benches/pgo.sh");
     assert!(pgo.contains("cargo build --release --locked --bin canary-proxy \"$@\""));
+    // What --bolt writes is what the image installs, and CI builds the same way.
+    assert!(pgo.contains("out=\"$repo/target/pgo/bolt\""));
+    assert!(pgo.contains("echo \"$out/canary-proxy\""));
+    let ci = read(".ci/run");
+    assert!(ci.contains("benches/pgo.sh --bolt --features fleet"));
+    assert!(ci.contains("need+=(bolt-16)"));
 }
