@@ -4,6 +4,7 @@
 # upstreams on CPU 0, medians over rounds of req/s and proxy CPU µs per request.
 #
 #   benches/h2_compare.sh [-n REQUESTS] [-r ROUNDS]       (repo root, release build)
+#   BIN=target/pgo/bolt/canary-proxy benches/h2_compare.sh   (another build)
 # Needs: nginx, h2load (nghttp2-client), taskset.
 set -euo pipefail
 requests=200000
@@ -18,7 +19,7 @@ done
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=/tmp/canary-h2-bench
 rm -rf "$work"; mkdir -p "$work" /tmp/canary-bench
-bin="$repo/target/release/canary-proxy"
+bin="${BIN:-$repo/target/release/canary-proxy}"
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 leaders=()
 cleanup() { for pid in "${leaders[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done; }

@@ -3,6 +3,7 @@
 #
 #   benches/tls_compare.sh [-d SECONDS] [-r ROUNDS]      (from the repo root, after
 #                                                       cargo build --release)
+#   BIN=target/pgo/bolt/canary-proxy benches/tls_compare.sh   (another build)
 #
 # Placement as in ../shared/bench/compare.sh: each proxy pinned to CPU 1, wrk and the
 # nginx upstreams on CPU 0; CPU time is user+sys of the proxy's process group. Prints,
@@ -27,7 +28,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 peers="$repo/../shared/bench/peers"
 work=/tmp/canary-tls-bench
 rm -rf "$work"; mkdir -p "$work"
-bin="$repo/target/release/canary-proxy"
+bin="${BIN:-$repo/target/release/canary-proxy}"
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
