@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# A profile-guided (PGO) release build of canary-proxy: the build the release artefacts
-# ship and the one README's Performance figures are for. Plain `cargo build --release`
-# still works and is what the tests use; this one is ~29 % fewer instructions per
-# request (README, Performance).
+# A profile-guided (PGO) release build of canary-proxy; with --bolt, laid out again by
+# BOLT: that is the build the release artefacts ship and the one README's Performance
+# figures are for. Plain `cargo build --release` still works and is what the tests use;
+# this one is ~29 % fewer instructions per request (README, Performance).
 #
 #   benches/pgo.sh [--bolt] [--features fleet]   (from anywhere; other args go to cargo build)
 #
@@ -30,14 +30,21 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 bolt=
-if [ "${1:-}" = --bolt ]; then
-  bolt=llvm-bolt-16
-  shift
+cargo_args=()
+for arg in "$@"; do
+  if [ "$arg" = --bolt ]; then bolt=llvm-bolt-16; else cargo_args+=("$arg"); fi
+done
+set -- ${cargo_args[@]+"${cargo_args[@]}"}
+if [ -n "$bolt" ]; then
   command -v "$bolt" >/dev/null || { echo "no $bolt: apt-get install bolt-16" >&2; exit 2; }
-  # llvm-bolt finds its instrumentation runtime relative to its own lib directory.
+  # llvm-bolt looks for its instrumentation runtime under ../lib of the path it was
+  # called by (/usr/bin/llvm-bolt-16: /usr/lib), without following the symlink; the
+  # runtime is given below relative to that.
   bolt_rt=/usr/lib/llvm-16/lib/libbolt_rt_instr.a
   [ -f "$bolt_rt" ] || { echo "no $bolt_rt: apt-get install bolt-16" >&2; exit 2; }
 fi
+# A BOLT binary from an earlier run must not outlive this one's code.
+rm -rf "$repo/target/pgo/bolt"
 host=$(rustc -vV | sed -n 's/^host: //p')
 profdata="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata"
 [ -x "$profdata" ] || { echo "no $profdata: rustup component add llvm-tools" >&2; exit 2; }
