@@ -15,8 +15,8 @@
 # that is not a syscall the proxy asked for.
 #
 # The proxy runs pinned to CPU 1 (one worker: the runtime sizes itself from the
-# affinity mask), the load and the upstreams to CPU 0, with config/bench.toml. Needs: nginx, h2load
-# (nghttp2-client), taskset, /usr/bin/time.
+# affinity mask), the load and the upstreams to CPU 0, with config/bench.toml.
+# Needs: nginx, h2load (nghttp2-client), taskset, /usr/bin/time.
 set -euo pipefail
 requests=200000
 rounds=3
