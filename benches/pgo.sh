@@ -43,8 +43,11 @@ if [ -n "$bolt" ]; then
   bolt_rt=/usr/lib/llvm-16/lib/libbolt_rt_instr.a
   [ -f "$bolt_rt" ] || { echo "no $bolt_rt: apt-get install bolt-16" >&2; exit 2; }
 fi
+train="$repo/target/release/examples/pgo_train"
+optimised="$repo/target/pgo/release/canary-proxy"
+out="$repo/target/pgo/bolt"
 # A BOLT binary from an earlier run must not outlive this one's code.
-rm -rf "$repo/target/pgo/bolt"
+rm -rf "$out"
 host=$(rustc -vV | sed -n 's/^host: //p')
 profdata="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata"
 [ -x "$profdata" ] || { echo "no $profdata: rustup component add llvm-tools" >&2; exit 2; }
@@ -60,7 +63,7 @@ RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$data/build-scripts" CARGO_TARGET_D
 echo "pgo: training" >&2
 CARGO_TARGET_DIR="$repo/target" cargo build --release --locked --example pgo_train
 LLVM_PROFILE_FILE="$data/train-%p-%m.profraw" \
-  "$repo/target/release/examples/pgo_train" "$repo/target/pgo-generate/release/canary-proxy"
+  "$train" "$repo/target/pgo-generate/release/canary-proxy"
 ls "$data"/train-*.profraw >/dev/null 2>&1 || { echo "pgo: the training wrote no profile" >&2; exit 1; }
 "$profdata" merge -o "$data/merged.profdata" "$data"/train-*.profraw
 echo "pgo: optimised build" >&2
@@ -69,29 +72,28 @@ relocs=${bolt:+-Clink-arg=-Wl,--emit-relocs}
 RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$data/merged.profdata $relocs" CARGO_TARGET_DIR="$repo/target/pgo" \
   cargo build --release --locked --bin canary-proxy "$@"
 echo "pgo: the optimised build through the same run" >&2
-"$repo/target/release/examples/pgo_train" "$repo/target/pgo/release/canary-proxy"
+"$train" "$optimised"
 if [ -z "$bolt" ]; then
-  echo "$repo/target/pgo/release/canary-proxy"
+  echo "$optimised"
   exit 0
 fi
 
-out="$repo/target/pgo/bolt"
-rm -rf "$out"; mkdir -p "$out"
+mkdir -p "$out"
 echo "pgo: BOLT instrumentation" >&2
 # The runtime path is given relative to /usr/lib, where llvm-bolt-16 looks for it.
-"$bolt" "$repo/target/pgo/release/canary-proxy" -instrument \
+"$bolt" "$optimised" -instrument \
   -instrumentation-file="$data/bolt.fdata" -runtime-instrumentation-lib="${bolt_rt#/usr/lib/}" \
   -o "$out/canary-proxy.instrumented" >&2
 echo "pgo: BOLT training" >&2
-"$repo/target/release/examples/pgo_train" "$out/canary-proxy.instrumented"
+"$train" "$out/canary-proxy.instrumented"
 [ -s "$data/bolt.fdata" ] || { echo "pgo: the BOLT training wrote no profile" >&2; exit 1; }
 echo "pgo: BOLT layout" >&2
 # -update-debug-sections keeps the line tables (profiles and backtraces name source
 # lines, as for the other builds).
-"$bolt" "$repo/target/pgo/release/canary-proxy" -o "$out/canary-proxy" -data="$data/bolt.fdata" \
+"$bolt" "$optimised" -o "$out/canary-proxy" -data="$data/bolt.fdata" \
   -reorder-blocks=ext-tsp -reorder-functions=hfsort -split-functions -split-all-cold \
   -split-eh -icf=1 -use-gnu-stack -update-debug-sections >&2
 rm -f "$out/canary-proxy.instrumented"
 echo "pgo: the BOLT build through the same run" >&2
-"$repo/target/release/examples/pgo_train" "$out/canary-proxy"
+"$train" "$out/canary-proxy"
 echo "$out/canary-proxy"
