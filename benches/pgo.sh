@@ -2,7 +2,9 @@
 # A profile-guided (PGO) release build of canary-proxy; with --bolt, laid out again by
 # BOLT: that is the build the release artefacts ship and the one README's Performance
 # figures are for. Plain `cargo build --release` still works and is what the tests use;
-# this one is ~29 % fewer instructions per request (README, Performance).
+# this one is ~29 % fewer instructions per request (README, Performance). Both proxy
+# builds below go through benches/hyper-patch.sh: hyper with our one patch (its
+# HTTP/1 read buffer reused; benches/hyper-read-buf.patch says why).
 #
 #   benches/pgo.sh [--bolt] [--features fleet]   (from anywhere; other args go to cargo build)
 #
@@ -21,11 +23,12 @@
 # Prints the final binary's path: target/pgo/release/canary-proxy, or with --bolt
 # target/pgo/bolt/canary-proxy.
 #
-# Needs llvm-profdata matching rustc's LLVM (`rustup component add llvm-tools`) and
-# `kill` (procps); --bolt needs llvm-bolt-16 (Debian 12: `apt install bolt-16`). No
-# nginx, no load generator. Takes about three release builds (the training run's
-# build compiles the library and the dev-dependencies too) and two runs of ~10 s
-# (four with --bolt). Any RUSTFLAGS of yours are kept, and the profile flag added.
+# Needs llvm-profdata matching rustc's LLVM (`rustup component add llvm-tools`),
+# `kill` (procps) and patch(1); --bolt needs llvm-bolt-16 (Debian 12: `apt install
+# bolt-16`). No nginx, no load generator. Takes about three release builds (the
+# training run's build compiles the library and the dev-dependencies too) and two
+# runs of ~10 s (four with --bolt). Any RUSTFLAGS of yours are kept, and the profile
+# flag added.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -59,7 +62,7 @@ rm -rf "$data"; mkdir -p "$data"
 # RUSTFLAGS reaches build scripts too; their profiles go elsewhere and are not merged.
 echo "pgo: instrumented build" >&2
 RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$data/build-scripts" CARGO_TARGET_DIR="$repo/target/pgo-generate" \
-  cargo build --release --locked --bin canary-proxy "$@"
+  benches/hyper-patch.sh cargo build --release --bin canary-proxy "$@"
 echo "pgo: training" >&2
 CARGO_TARGET_DIR="$repo/target" cargo build --release --locked --example pgo_train
 LLVM_PROFILE_FILE="$data/train-%p-%m.profraw" \
@@ -70,7 +73,7 @@ echo "pgo: optimised build" >&2
 # BOLT needs the relocations kept in the binary to move functions.
 relocs=${bolt:+-Clink-arg=-Wl,--emit-relocs}
 RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$data/merged.profdata $relocs" CARGO_TARGET_DIR="$repo/target/pgo" \
-  cargo build --release --locked --bin canary-proxy "$@"
+  benches/hyper-patch.sh cargo build --release --bin canary-proxy "$@"
 echo "pgo: the optimised build through the same run" >&2
 "$train" "$optimised"
 if [ -z "$bolt" ]; then

@@ -266,19 +266,23 @@ fn dockerfile_runs_the_release_binary_as_non_root() {
     }
     assert!(dockerfile.contains("rustup component add llvm-tools"));
     // The packages themselves, on the apt-get line (not just named in a comment):
-    // kill for the training runs, llvm-bolt-16 for --bolt.
+    // kill for the training runs, llvm-bolt-16 for --bolt, patch for hyper's patch.
     let apt = dockerfile
         .lines()
         .find(|l| l.contains("apt-get install"))
         .expect("an apt-get install line");
-    for package in ["procps", "bolt-16"] {
+    for package in ["procps", "bolt-16", "patch"] {
         assert!(
             apt.split_whitespace().any(|w| w == package),
             "{package} not installed: {apt}"
         );
     }
+    // Both proxy builds take hyper with our patch, on the locked dependencies.
     let pgo = read("benches/pgo.sh");
-    assert!(pgo.contains("cargo build --release --locked --bin canary-proxy \"$@\""));
+    let patched_build = "benches/hyper-patch.sh cargo build --release --bin canary-proxy \"$@\"";
+    assert_eq!(pgo.matches(patched_build).count(), 2, "{pgo}");
+    assert!(!pgo.contains("\n  cargo build --release --locked --bin canary-proxy"));
+    assert!(read("benches/hyper-patch.sh").contains("\ncargo fetch --locked"));
     // What --bolt writes is what the image installs (the script's last line prints
     // it), and CI builds the same way.
     assert!(pgo.contains("out=\"$repo/target/pgo/bolt\""));
@@ -290,4 +294,28 @@ fn dockerfile_runs_the_release_binary_as_non_root() {
     let ci = read(".ci/run");
     assert!(ci.contains("\n  benches/pgo.sh --bolt --features fleet\n"));
     assert!(ci.contains("command -v llvm-bolt-16 >/dev/null || need+=(bolt-16)"));
+    // And the tests run once more on the patched hyper.
+    assert!(ci.contains("\nbenches/hyper-patch.sh cargo test\n"));
+    assert!(ci.contains("command -v patch >/dev/null || need+=(patch)"));
+}
+
+/// hyper's patch is for the hyper Cargo.lock pins: a `cargo update` that moves hyper
+/// fails here, in `cargo test`, rather than in the release build.
+#[test]
+fn hyper_patch_matches_the_locked_hyper() {
+    let patch = read("benches/hyper-read-buf.patch");
+    let wanted = patch
+        .lines()
+        .find_map(|l| l.strip_prefix("# hyper-version: "))
+        .expect("a `# hyper-version:` line");
+    let lock = read("Cargo.lock");
+    let locked = lock
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"hyper\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+        .expect("hyper in Cargo.lock");
+    assert_eq!(locked.trim_matches('"'), wanted);
+    // It patches one file, and carries its own test.
+    assert!(patch.contains("\n+++ b/src/proto/h1/io.rs\n"));
+    assert!(patch.contains("+    async fn read_reuses_the_rest_of_a_shared_buffer()"));
 }
