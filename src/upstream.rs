@@ -25,10 +25,12 @@ pub use h2::H2Endpoint;
 pub use pool::{EndpointPool, Lease};
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
@@ -291,9 +293,26 @@ impl Upstream {
     /// Sends `req` (its URI made by `target.uri`) to `target`; `now` is the request's
     /// start. The `Lease`, if any, must live as long as the response body: it returns
     /// the connection to its pool.
-    pub async fn send(
+    ///
+    /// Not an `async fn`: the common path returns the pool's future itself, so the
+    /// request is not moved through one more state machine (issue 17); HTTP/2 and
+    /// https go through a boxed future of their own.
+    pub fn send<'a>(
+        &'a self,
+        target: &'a Target,
+        req: Request<RequestBody>,
+        now: Instant,
+    ) -> impl Future<Output = Result<Sent, Failed>> + Send + 'a {
+        match &target.via {
+            Via::Pool(pool) => Either::Left(pool.send(req, now)),
+            via => Either::Right(Box::pin(self.send_other(via, req, now))),
+        }
+    }
+
+    /// [`Upstream::send`] to an HTTP/2 or https endpoint (and, complete, to a pool).
+    async fn send_other(
         &self,
-        target: &Target,
+        via: &Via,
         req: Request<RequestBody>,
         now: Instant,
     ) -> Result<Sent, Failed> {
@@ -302,21 +321,19 @@ impl Upstream {
             lease: None,
             keepalive_retries: 0,
         };
-        match &target.via {
-            Via::Pool(pool) => pool.send(req, now).await,
-            // The HTTP/2 and https futures are boxed so the common path's (the pool's)
-            // stays small: every request moves it.
-            Via::H2(conn) => Box::pin(conn.send(req)).await.map(sent),
+        match via {
+            Via::H2(conn) => conn.send(req).await.map(sent),
             Via::Client => {
                 let Some(client) = self.client.as_ref() else {
                     let error = ProxyError::Internal("https upstream without a client".into());
                     return Err(Failed::unsent(error, req));
                 };
-                match Box::pin(client.request(req)).await {
+                match client.request(req).await {
                     Ok(response) => Ok(sent(response)),
                     Err(err) => Err(Failed::sent(ProxyError::from_client(err))),
                 }
             }
+            Via::Pool(pool) => pool.send(req, now).await,
         }
     }
 }

@@ -205,8 +205,30 @@ async fn forward<'r, B: DownstreamBody>(
     let request_timeout = snapshot.server().request_timeout;
     let start = Instant::now();
     let shield = shield_for(route, side, reason, downstream_upgrade.is_some(), start);
-    let (answered, exchange) =
-        send(route, side, shield, parts, body, start, request_timeout).await?;
+    let (answered, exchange) = match shield {
+        // One attempt, the whole request_timeout, nothing copied: called here rather
+        // than through `send_shielded`, so the request is not moved through one more
+        // future (issue 17).
+        None => {
+            let deadline = start + request_timeout;
+            let body = body.streaming();
+            let first = attempt::send(route, side, parts, body, start, deadline, request_timeout);
+            (side, first.await.map_err(|f| f.error)?)
+        }
+        // Boxed: the common path's future does not carry the shield's state.
+        Some(shield) => {
+            Box::pin(send_shielded(
+                route,
+                side,
+                shield,
+                parts,
+                body,
+                start,
+                request_timeout,
+            ))
+            .await?
+        }
+    };
     note.side = Some(answered);
     note.shielded = answered != side;
     respond(
@@ -240,10 +262,10 @@ fn upstream_head(
 /// Sends the request to `side`, and to stable once more when `shield` covers it and
 /// the canary's attempt fails (see [`shielded`]), all within `request_timeout` of
 /// `start`. Returns the side that answered.
-async fn send<'r, B: DownstreamBody>(
+async fn send_shielded<'r, B: DownstreamBody>(
     route: &'r Route,
     side: Side,
-    shield: Option<&Shield>,
+    shield: &Shield,
     parts: Parts,
     body: B,
     start: Instant,
@@ -251,40 +273,24 @@ async fn send<'r, B: DownstreamBody>(
 ) -> Result<(Side, Exchange<'r>), ProxyError> {
     let deadline = start + request_timeout;
     // gRPC has no idempotency flag: a call is retried only if it never left.
-    let retry_on_stable =
-        shield.filter(|s| s.config.methods.contains(&parts.method) && !is_grpc(&parts.headers));
+    let retry_on_stable = shield.config.methods.contains(&parts.method) && !is_grpc(&parts.headers);
     // The attempt starts once the body is held, when the shield reads it first;
-    // otherwise at the request's start (one clock read less on the common path).
-    let (body, tried_at) = match retry_on_stable {
-        // Boxed: the common path's future does not carry the buffering state.
-        Some(shield) => (
-            Box::pin(buffer(body, shield, deadline)).await?,
-            Instant::now(),
-        ),
-        None => (body.streaming(), start),
+    // otherwise at the request's start.
+    let (body, tried_at) = if retry_on_stable {
+        (buffer(body, shield, deadline).await?, Instant::now())
+    } else {
+        (body.streaming(), start)
     };
     // What stable gets if the canary attempt fails after sending: a copy, taken only
     // when the shield may need it (an eligible method and a body held whole).
-    let spare = retry_on_stable.and_then(|_| body.try_clone().map(|b| (copy_head(&parts), b)));
+    let spare = retry_on_stable
+        .then(|| body.try_clone().map(|b| (copy_head(&parts), b)))
+        .flatten();
     let per_try = per_try(shield, spare.is_some(), request_timeout);
 
     let first_try = (tried_at + per_try).min(deadline);
     let first = attempt::send(route, side, parts, body, tried_at, first_try, per_try).await;
-    match shield {
-        None => Ok((side, first.map_err(|f| f.error)?)),
-        // Boxed for the same reason.
-        Some(shield) => {
-            Box::pin(shielded(
-                route,
-                shield,
-                first,
-                spare,
-                deadline,
-                request_timeout,
-            ))
-            .await
-        }
-    }
+    shielded(route, shield, first, spare, deadline, request_timeout).await
 }
 
 /// The shield that covers this request, if any: canary requests the split chose (not
@@ -321,8 +327,8 @@ async fn buffer<B: DownstreamBody>(
 /// The first attempt's timeout: the shield's `per_try_timeout` only where stable can
 /// take over (`retryable`); a request that cannot be retried keeps the whole
 /// `request_timeout`.
-fn per_try(shield: Option<&Shield>, retryable: bool, request_timeout: Duration) -> Duration {
-    match shield.and_then(|s| s.config.per_try_timeout) {
+fn per_try(shield: &Shield, retryable: bool, request_timeout: Duration) -> Duration {
+    match shield.config.per_try_timeout {
         Some(per_try) if retryable => per_try.min(request_timeout),
         _ => request_timeout,
     }
