@@ -2,7 +2,7 @@
 # A profile-guided (PGO) release build of canary-proxy; with --bolt, laid out again by
 # BOLT: that is the build the release artefacts ship and the one README's Performance
 # figures are for. Plain `cargo build --release` still works and is what the tests use;
-# this one is ~29 % fewer instructions per request (README, Performance). Both proxy
+# this one is ~33 % fewer instructions per request (README, Performance). Both proxy
 # builds below go through benches/hyper-patch.sh: hyper with our one patch (its
 # HTTP/1 read buffer reused; benches/hyper-read-buf.patch says why).
 #
