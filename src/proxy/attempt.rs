@@ -6,6 +6,7 @@
 //! to the endpoint's passive health; a retry after the keep-alive race is not a
 //! failure (see `upstream::pool`).
 
+use std::future::Future;
 use std::time::Duration;
 
 use http::header::{HeaderValue, HOST};
@@ -39,7 +40,11 @@ pub struct Exchange<'r> {
 /// Sends `parts` + `body` to `side` of `route`, giving up at `deadline`; `start` is
 /// when the attempt began (for its latency) and `timeout` what the deadline stands for
 /// (in the error). The error hands the request back when it was never sent.
-pub async fn send(
+///
+/// Not an `async fn`: that would copy `parts` once more, into the future's locals
+/// (see `forward::proxy`).
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn send(
     route: &Route,
     side: Side,
     parts: Parts,
@@ -47,54 +52,56 @@ pub async fn send(
     start: Instant,
     deadline: Instant,
     timeout: Duration,
-) -> Result<Exchange<'_>, Failed> {
-    let upstream = route.upstream(side);
-    let mut req = Request::from_parts(parts, body);
-    let tries = upstream.len().max(1);
-    for attempt in 0..tries {
-        let Some(target) = upstream.pick(start) else {
-            return Err(Failed::unsent(ProxyError::NoEndpoint, req));
-        };
-        if let Err(error) = retarget(&mut req, route, upstream, target) {
-            return Err(Failed::sent(error));
-        }
-        let sent = tokio::time::timeout_at(deadline, upstream.send(target, req, start)).await;
-        let failed = match sent {
-            Ok(Ok(Sent {
-                response,
-                lease,
-                keepalive_retries,
-            })) => {
-                health(route, side, upstream, target, false, start);
-                if keepalive_retries > 0 {
-                    route.path.retry(side, RetryReason::KeepaliveRace);
-                }
-                return Ok(Exchange {
+) -> impl Future<Output = Result<Exchange<'_>, Failed>> + Send + use<'_> {
+    async move {
+        let upstream = route.upstream(side);
+        let mut req = Request::from_parts(parts, body);
+        let tries = upstream.len().max(1);
+        for attempt in 0..tries {
+            let Some(target) = upstream.pick(start) else {
+                return Err(Failed::unsent(ProxyError::NoEndpoint, req));
+            };
+            if let Err(error) = retarget(&mut req, route, upstream, target) {
+                return Err(Failed::sent(error));
+            }
+            let sent = tokio::time::timeout_at(deadline, upstream.send(target, req, start)).await;
+            let failed = match sent {
+                Ok(Ok(Sent {
                     response,
                     lease,
-                    latency: start.elapsed(),
-                    endpoint: &target.authority,
-                });
+                    keepalive_retries,
+                })) => {
+                    health(route, side, upstream, target, false, start);
+                    if keepalive_retries > 0 {
+                        route.path.retry(side, RetryReason::KeepaliveRace);
+                    }
+                    return Ok(Exchange {
+                        response,
+                        lease,
+                        latency: start.elapsed(),
+                        endpoint: &target.authority,
+                    });
+                }
+                Ok(Err(failed)) => failed,
+                Err(_elapsed) => Failed::sent(ProxyError::Timeout(timeout)),
+            };
+            // The endpoint's fault (no connection, a reset, a hang, garbage) counts against
+            // the side and towards the endpoint's ejection; the client's (its body failed)
+            // says nothing about either.
+            if record_failure(route, side, &failed.error, start) {
+                health(route, side, upstream, target, true, Instant::now());
             }
-            Ok(Err(failed)) => failed,
-            Err(_elapsed) => Failed::sent(ProxyError::Timeout(timeout)),
-        };
-        // The endpoint's fault (no connection, a reset, a hang, garbage) counts against
-        // the side and towards the endpoint's ejection; the client's (its body failed)
-        // says nothing about either.
-        if record_failure(route, side, &failed.error, start) {
-            health(route, side, upstream, target, true, Instant::now());
-        }
-        match failed.unsent {
-            Some(unsent) if attempt + 1 < tries && Instant::now() < deadline => {
-                tracing::debug!(route = %route.name, endpoint = %target.authority, error = %failed.error, "no connection; trying the side's next endpoint");
-                route.path.retry(side, RetryReason::Connect);
-                req = unsent;
+            match failed.unsent {
+                Some(unsent) if attempt + 1 < tries && Instant::now() < deadline => {
+                    tracing::debug!(route = %route.name, endpoint = %target.authority, error = %failed.error, "no connection; trying the side's next endpoint");
+                    route.path.retry(side, RetryReason::Connect);
+                    req = unsent;
+                }
+                _ => return Err(failed),
             }
-            _ => return Err(failed),
         }
+        unreachable!("the last try returns")
     }
-    unreachable!("the last try returns")
 }
 
 /// Counts a failure without a response against `side`'s budget when

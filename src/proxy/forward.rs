@@ -77,43 +77,50 @@ impl DownstreamBody for RequestBody {
 
 /// Serves one request against `snapshot`. Never fails: errors become proxy-made
 /// responses (via `rescue`), and every response carries `x-request-id`.
-pub async fn proxy<B: DownstreamBody>(
+///
+/// Not an `async fn`, nor is `forward`: an `async fn` moves each argument once more,
+/// into its future's locals, and a request is ~300 bytes to copy (issue 17). The
+/// block uses what it captured in place.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn proxy<B: DownstreamBody>(
     snapshot: Arc<Snapshot>,
     conn: &ConnInfo,
     req: Request<B>,
-) -> Response<ProxyBody> {
-    let request_id = request_id(req.headers());
-    let version = req.version();
-    // `[log]` (SPEC §12): when it is off, this is the one check the request pays.
-    let hooks = snapshot.log.as_deref();
-    let pending = hooks
-        .and_then(|hooks| hooks.access.as_ref())
-        .map(|log| Pending::start(log, req.method(), req.uri(), &request_id));
-    let mut note = Note::default();
-    let (route, result) = match check_head(&req, snapshot.server().max_header_bytes) {
-        Err(err) => (None, Err(err)),
-        Ok(host) => match snapshot.find(host, req.uri().path()) {
-            None => (None, Err(ProxyError::NoRoute)),
-            Some(route) => (
-                Some(route),
-                forward(&snapshot, route, conn, req, &request_id, &mut note).await,
-            ),
-        },
-    };
-    let mut response = match result {
-        Ok(mut response) => {
-            response.headers_mut().insert(X_REQUEST_ID, request_id);
-            response
+) -> impl Future<Output = Response<ProxyBody>> + Send + use<'_, B> {
+    async move {
+        let request_id = request_id(req.headers());
+        let version = req.version();
+        // `[log]` (SPEC §12): when it is off, this is the one check the request pays.
+        let hooks = snapshot.log.as_deref();
+        let pending = hooks
+            .and_then(|hooks| hooks.access.as_ref())
+            .map(|log| Pending::start(log, req.method(), req.uri(), &request_id));
+        let mut note = Note::default();
+        let (route, result) = match check_head(&req, snapshot.server().max_header_bytes) {
+            Err(err) => (None, Err(err)),
+            Ok(host) => match snapshot.find(host, req.uri().path()) {
+                None => (None, Err(ProxyError::NoRoute)),
+                Some(route) => (
+                    Some(route),
+                    forward(&snapshot, route, conn, req, &request_id, &mut note).await,
+                ),
+            },
+        };
+        let mut response = match result {
+            Ok(mut response) => {
+                response.headers_mut().insert(X_REQUEST_ID, request_id);
+                response
+            }
+            Err(err) => rescue(&err, route.map(|r| &*r.name), &request_id, version),
+        };
+        if let Some(route) = route {
+            account(route, response.status());
         }
-        Err(err) => rescue(&err, route.map(|r| &*r.name), &request_id, version),
-    };
-    if let Some(route) = route {
-        account(route, response.status());
+        if let Some(hooks) = hooks {
+            response = observe(hooks, response, route, &note, pending);
+        }
+        response
     }
-    if let Some(hooks) = hooks {
-        response = observe(hooks, response, route, &note, pending);
-    }
-    response
 }
 
 /// Counts what the client received, proxy-made answers included (SPEC §11).
@@ -181,64 +188,68 @@ fn observe(
 
 /// Route chosen: picks the side, rewrites the head for the upstream, sends it (with
 /// the shield's retry when it applies), and turns the answer into the client's.
-async fn forward<'r, B: DownstreamBody>(
-    snapshot: &Snapshot,
+#[allow(clippy::manual_async_fn)] // on purpose: see `proxy`
+fn forward<'a, 'r: 'a, B: DownstreamBody>(
+    snapshot: &'a Snapshot,
     route: &'r Route,
-    conn: &ConnInfo,
+    conn: &'a ConnInfo,
     req: Request<B>,
-    request_id: &HeaderValue,
-    note: &mut Note<'r>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let Decision {
-        side,
-        reason,
-        bucket,
-    } = route.decision(req.headers(), conn.peer.ip());
-    tracing::trace!(route = %route.name, side = side.as_str(), ?reason, "side chosen");
-    note.side = Some(side);
-    note.reason = Some(reason);
-    note.bucket = bucket;
+    request_id: &'a HeaderValue,
+    note: &'a mut Note<'r>,
+) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + use<'a, 'r, B> {
+    async move {
+        let Decision {
+            side,
+            reason,
+            bucket,
+        } = route.decision(req.headers(), conn.peer.ip());
+        tracing::trace!(route = %route.name, side = side.as_str(), ?reason, "side chosen");
+        note.side = Some(side);
+        note.reason = Some(reason);
+        note.bucket = bucket;
 
-    let (mut parts, body) = req.into_parts();
-    let downstream_version = parts.version;
-    let downstream_upgrade = upstream_head(&mut parts, conn, request_id)?;
-    let request_timeout = snapshot.server().request_timeout;
-    let start = Instant::now();
-    let shield = shield_for(route, side, reason, downstream_upgrade.is_some(), start);
-    let (answered, exchange) = match shield {
-        // One attempt, the whole request_timeout, nothing copied: called here rather
-        // than through `send_shielded`, so the request is not moved through one more
-        // future (issue 17).
-        None => {
-            let deadline = start + request_timeout;
-            let body = body.streaming();
-            let first = attempt::send(route, side, parts, body, start, deadline, request_timeout);
-            (side, first.await.map_err(|f| f.error)?)
-        }
-        // Boxed: the common path's future does not carry the shield's state.
-        Some(shield) => {
-            Box::pin(send_shielded(
-                route,
-                side,
-                shield,
-                parts,
-                body,
-                start,
-                request_timeout,
-            ))
-            .await?
-        }
-    };
-    note.side = Some(answered);
-    note.shielded = answered != side;
-    respond(
-        route,
-        answered,
-        exchange,
-        downstream_upgrade,
-        downstream_version,
-        note,
-    )
+        let (mut parts, body) = req.into_parts();
+        let downstream_version = parts.version;
+        let downstream_upgrade = upstream_head(&mut parts, conn, request_id)?;
+        let request_timeout = snapshot.server().request_timeout;
+        let start = Instant::now();
+        let shield = shield_for(route, side, reason, downstream_upgrade.is_some(), start);
+        let (answered, exchange) = match shield {
+            // One attempt, the whole request_timeout, nothing copied: called here rather
+            // than through `send_shielded`, so the request is not moved through one more
+            // future (issue 17).
+            None => {
+                let deadline = start + request_timeout;
+                let body = body.streaming();
+                let first =
+                    attempt::send(route, side, parts, body, start, deadline, request_timeout);
+                (side, first.await.map_err(|f| f.error)?)
+            }
+            // Boxed: the common path's future does not carry the shield's state.
+            Some(shield) => {
+                Box::pin(send_shielded(
+                    route,
+                    side,
+                    shield,
+                    parts,
+                    body,
+                    start,
+                    request_timeout,
+                ))
+                .await?
+            }
+        };
+        note.side = Some(answered);
+        note.shielded = answered != side;
+        respond(
+            route,
+            answered,
+            exchange,
+            downstream_upgrade,
+            downstream_version,
+            note,
+        )
+    }
 }
 
 /// The head the upstream gets (phases `head`, `upgrade`, `rewrite`): `Host` from the

@@ -15,6 +15,7 @@
 //! next one (hyper hands the unsent request back); once a request is on the wire it is
 //! never retried.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,48 +106,53 @@ impl EndpointPool {
     /// idempotent (RFC 9110 §9.2.2) and the body can be sent again (empty or held
     /// whole). `Sent::keepalive_retries` says it happened; it is no error of the
     /// upstream's.
-    pub async fn send(
+    ///
+    /// Not an `async fn`: that would copy `req` once more, into the future's locals.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub fn send(
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
         now: Instant,
-    ) -> Result<Sent, Failed> {
-        while let Some(Idle { mut tx, since }) = self.idle.pop() {
-            if !tx.is_ready() || now.saturating_duration_since(since) > self.idle_timeout {
-                continue; // closed by the upstream, or stale: dropping it closes it
-            }
-            // A copy to send again, kept only for a connection idle long enough to meet
-            // an idle timeout (see REPLAY_AFTER_IDLE).
-            let replay = if now.saturating_duration_since(since) >= REPLAY_AFTER_IDLE {
-                replayable(&req).map(Box::new)
-            } else {
-                None
-            };
-            let again = match tx.try_send_request(req).await {
-                Ok(response) => return Ok(self.settle(tx, response, now, 0)),
-                Err(mut err) => match err.take_message() {
-                    // The connection went away before the request was written.
-                    Some(unsent) => {
-                        req = unsent;
-                        continue;
-                    }
-                    None => {
-                        let err = err.into_error();
-                        match replay {
-                            Some(again) if lost_before_response(&err) => {
-                                tracing::debug!(endpoint = %self.addr, error = %err, "keep-alive race: the upstream closed a reused connection; retrying on a new one");
-                                again
-                            }
-                            _ => return Err(Failed::sent(ProxyError::from_hyper(err))),
+    ) -> impl Future<Output = Result<Sent, Failed>> + Send + use<'_> {
+        async move {
+            while let Some(Idle { mut tx, since }) = self.idle.pop() {
+                if !tx.is_ready() || now.saturating_duration_since(since) > self.idle_timeout {
+                    continue; // closed by the upstream, or stale: dropping it closes it
+                }
+                // A copy to send again, kept only for a connection idle long enough to meet
+                // an idle timeout (see REPLAY_AFTER_IDLE).
+                let replay = if now.saturating_duration_since(since) >= REPLAY_AFTER_IDLE {
+                    replayable(&req).map(Box::new)
+                } else {
+                    None
+                };
+                let again = match tx.try_send_request(req).await {
+                    Ok(response) => return Ok(self.settle(tx, response, now, 0)),
+                    Err(mut err) => match err.take_message() {
+                        // The connection went away before the request was written.
+                        Some(unsent) => {
+                            req = unsent;
+                            continue;
                         }
-                    }
-                },
-            };
-            // Out of the match, so that no error is held across this await.
-            return Box::pin(self.send_fresh(*again, now, 1)).await;
+                        None => {
+                            let err = err.into_error();
+                            match replay {
+                                Some(again) if lost_before_response(&err) => {
+                                    tracing::debug!(endpoint = %self.addr, error = %err, "keep-alive race: the upstream closed a reused connection; retrying on a new one");
+                                    again
+                                }
+                                _ => return Err(Failed::sent(ProxyError::from_hyper(err))),
+                            }
+                        }
+                    },
+                };
+                // Out of the match, so that no error is held across this await.
+                return Box::pin(self.send_fresh(*again, now, 1)).await;
+            }
+            // Boxed, as above: a new connection (connect, maybe TLS) is the rare path, and
+            // this future is moved, whole, through every layer of the request's path.
+            Box::pin(self.send_fresh(req, now, 0)).await
         }
-        // Boxed, as above: a new connection (connect, maybe TLS) is the rare path, and
-        // this future is moved, whole, through every layer of the request's path.
-        Box::pin(self.send_fresh(req, now, 0)).await
     }
 
     /// Sends `req` on a new connection. A connection that cannot be made hands the
