@@ -270,9 +270,9 @@ fn upstream_head(
     Ok(downstream_upgrade)
 }
 
-/// Sends the request to `side`, and to stable once more when `shield` covers it and
-/// the canary's attempt fails (see [`shielded`]), all within `request_timeout` of
-/// `start`. Returns the side that answered.
+/// Sends a request `shield` covers to `side`, and to stable once more when the
+/// canary's attempt fails (see [`shielded`]), all within `request_timeout` of `start`.
+/// Returns the side that answered. The unshielded path is `forward`'s own.
 async fn send_shielded<'r, B: DownstreamBody>(
     route: &'r Route,
     side: Side,
