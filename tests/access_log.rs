@@ -9,6 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use canary_proxy::routing::split::bucket;
 use support::{client, get, raw, refused_addr, route_toml, wait_for, MockUpstream, TestProxy};
@@ -413,4 +415,84 @@ async fn a_stalled_destination_drops_and_counts_lines_and_never_slows_requests()
         "every line written or counted"
     );
     println!("{REQUESTS} requests in {elapsed:?}; {written} lines written, {dropped} dropped");
+}
+
+/// A client that leaves takes its upstream request with it (nginx's default,
+/// `proxy_ignore_client_abort off`). Before the response head, the proxy sees the
+/// close by reading ahead after the request head (hyper's read-ahead, the code that
+/// benches/hyper-read-buf.patch changes), drops the upstream request, which closes that
+/// upstream connection, and logs 499. During the body, it stops the download the same
+/// way and logs the bytes the client got.
+#[tokio::test]
+async fn a_client_that_leaves_cancels_its_upstream_request() {
+    let stable = MockUpstream::start("stable").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let toml = format!(
+        "[log]\naccess = \"{}\"\n{}",
+        log.display(),
+        route_toml("app", stable.addr, stable.addr, 0.0, ""),
+    );
+    let proxy = TestProxy::start(&toml).await;
+    let wait = Duration::from_secs(10);
+    let line = |id: &'static str| {
+        let log = log.clone();
+        async move {
+            let mut found = None;
+            wait_for(&format!("the line of {id}"), wait, || {
+                found = read_lines(&log).into_iter().find(|l| l["request_id"] == id);
+                let done = found.is_some();
+                async move { done }
+            })
+            .await;
+            found.unwrap()
+        }
+    };
+
+    // Before the head: the upstream never answers /hang.
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    conn.write_all(b"GET /hang HTTP/1.1\r\nhost: app\r\nx-request-id: left-early\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for("the upstream to get the request", wait, || {
+        let (requests, open) = (stable.requests(), stable.open_connections());
+        async move { requests == 1 && open == 1 }
+    })
+    .await;
+    drop(conn);
+    wait_for("the upstream connection to close", wait, || {
+        let open = stable.open_connections();
+        async move { open == 0 }
+    })
+    .await;
+    let early = line("left-early").await;
+    assert_eq!(early["status"], 499, "{early}");
+    assert_eq!(early["route"], "app", "{early}");
+    assert_eq!(early["side"], "stable", "{early}");
+    assert!(early["upstream"].is_null(), "nothing answered: {early}");
+
+    // During the body: 100 GB on offer, the client reads the head and leaves.
+    let total: u64 = 100 << 30;
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    let request =
+        format!("GET /download/{total} HTTP/1.1\r\nhost: app\r\nx-request-id: left-late\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 16 * 1024];
+    let n = conn.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    drop(conn);
+    wait_for("the upstream connection to close", wait, || {
+        let open = stable.open_connections();
+        async move { open == 0 }
+    })
+    .await;
+    let late = line("left-late").await;
+    assert_eq!(late["status"], 200, "{late}");
+    let bytes = late["bytes"].as_u64().unwrap();
+    assert!(bytes < total, "{bytes} of {total}: the download went on");
+
+    // Neither left anything behind: the next request is answered as usual.
+    let (status, _, body) = get(&client(), &proxy.url("/"), &[]).await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "stable"));
 }

@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
-use crate::access_log::{Hooks, Pending, SIDE_HEADER};
+use crate::access_log::{Entry, Hooks, Pending, SIDE_HEADER};
 use crate::error::{is_grpc, ProxyError};
 use crate::proxy::attempt::{self, Exchange};
 use crate::proxy::body::{Meter, ProxyBody};
@@ -92,18 +92,23 @@ pub fn proxy<B: DownstreamBody>(
         let version = req.version();
         // `[log]` (SPEC §12): when it is off, this is the one check the request pays.
         let hooks = snapshot.log.as_deref();
-        let pending = hooks
-            .and_then(|hooks| hooks.access.as_ref())
-            .map(|log| Pending::start(log, req.method(), req.uri(), &request_id));
-        let mut note = Note::default();
+        let mut trace = Trace {
+            pending: hooks
+                .and_then(|hooks| hooks.access.as_ref())
+                .map(|log| Pending::start(log, req.method(), req.uri(), &request_id)),
+            route: None,
+            note: Note::default(),
+        };
         let (route, result) = match check_head(&req, snapshot.server().max_header_bytes) {
             Err(err) => (None, Err(err)),
             Ok(host) => match snapshot.find(host, req.uri().path()) {
                 None => (None, Err(ProxyError::NoRoute)),
-                Some(route) => (
-                    Some(route),
-                    forward(&snapshot, route, conn, req, &request_id, &mut note).await,
-                ),
+                Some(route) => {
+                    trace.route = Some(route);
+                    let result =
+                        forward(&snapshot, route, conn, req, &request_id, &mut trace.note).await;
+                    (Some(route), result)
+                }
             },
         };
         let mut response = match result {
@@ -117,7 +122,8 @@ pub fn proxy<B: DownstreamBody>(
             account(route, response.status());
         }
         if let Some(hooks) = hooks {
-            response = observe(hooks, response, route, &note, pending);
+            let pending = trace.pending.take();
+            response = observe(hooks, response, route, &trace.note, pending);
         }
         response
     }
@@ -142,6 +148,37 @@ struct Note<'r> {
     endpoint: Option<&'r Authority>,
     /// Stable answered a failed canary attempt.
     shielded: bool,
+}
+
+/// A request's access log line while `forward` runs, with what it has learnt so far.
+/// Dropped with its request when the client leaves before the response (the server
+/// drops the request's future): the line then goes out as a 499 that still names the
+/// route, side and upstream (nginx logs `$upstream_addr` on its 499s too).
+struct Trace<'r> {
+    pending: Option<Pending>,
+    route: Option<&'r Route>,
+    note: Note<'r>,
+}
+
+impl Drop for Trace<'_> {
+    fn drop(&mut self) {
+        if let Some(mut pending) = self.pending.take() {
+            if let Some(entry) = pending.entry() {
+                fill(entry, self.route, &self.note);
+            }
+        }
+    }
+}
+
+/// What `forward` learnt, into the access log line: the route, side and upstream.
+fn fill(entry: &mut Entry, route: Option<&Route>, note: &Note<'_>) {
+    entry.route = route.map(|route| Arc::clone(&route.name));
+    entry.canary_version = route.and_then(|route| route.canary_version.clone());
+    entry.side = note.side;
+    entry.reason = note.reason.map(Reason::as_str);
+    entry.bucket = note.bucket;
+    entry.upstream = note.endpoint.cloned();
+    entry.shielded = note.shielded;
 }
 
 /// `[log]`: names the side in a response header, and hands the access log line to the
@@ -175,13 +212,7 @@ fn observe(
         } else {
             Class::of(status)
         };
-        entry.route = route.map(|route| Arc::clone(&route.name));
-        entry.canary_version = route.and_then(|route| route.canary_version.clone());
-        entry.side = note.side;
-        entry.reason = note.reason.map(Reason::as_str);
-        entry.bucket = note.bucket;
-        entry.upstream = note.endpoint.cloned();
-        entry.shielded = note.shielded;
+        fill(entry, route, note);
     }
     response.map(|body| body.with_access_log(pending))
 }
