@@ -13,7 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use canary_proxy::routing::split::bucket;
-use support::{client, get, raw, refused_addr, route_toml, wait_for, MockUpstream, TestProxy};
+use support::{
+    client, get, h2_client, raw, refused_addr, route_toml, wait_for, MockUpstream, TestProxy,
+};
 
 /// Every line of an access log file, parsed.
 fn read_lines(path: &Path) -> Vec<Value> {
@@ -422,7 +424,8 @@ async fn a_stalled_destination_drops_and_counts_lines_and_never_slows_requests()
 /// close by reading ahead after the request head (hyper's read-ahead, the code that
 /// benches/hyper-read-buf.patch changes), drops the upstream request, which closes that
 /// upstream connection, and logs 499. During the body, it stops the download the same
-/// way and logs the bytes the client got.
+/// way and logs the bytes the client got. An HTTP/2 client that resets the stream
+/// cancels that one request.
 #[tokio::test]
 async fn a_client_that_leaves_cancels_its_upstream_request() {
     let stable = MockUpstream::start("stable").await;
@@ -491,6 +494,34 @@ async fn a_client_that_leaves_cancels_its_upstream_request() {
     assert_eq!(late["status"], 200, "{late}");
     let bytes = late["bytes"].as_u64().unwrap();
     assert!(bytes < total, "{bytes} of {total}: the download went on");
+
+    // An HTTP/2 client resets the stream (drops its request: RST_STREAM CANCEL) and
+    // keeps the connection: the same as leaving, for that one request.
+    let h2 = h2_client();
+    let pending = tokio::spawn({
+        let (h2, url) = (h2.clone(), proxy.url("/hang"));
+        async move { get(&h2, &url, &[("x-request-id", "reset")]).await }
+    });
+    wait_for("the upstream to get the request", wait, || {
+        let (requests, open) = (stable.requests(), stable.open_connections());
+        async move { requests == 3 && open == 1 }
+    })
+    .await;
+    pending.abort();
+    wait_for("the upstream connection to close", wait, || {
+        let open = stable.open_connections();
+        async move { open == 0 }
+    })
+    .await;
+    let reset = line("reset").await;
+    assert_eq!(reset["status"], 499, "{reset}");
+    assert_eq!(reset["route"], "app", "{reset}");
+    let (status, _, body) = get(&h2, &proxy.url("/"), &[]).await;
+    assert_eq!(
+        (status.as_u16(), body.as_str()),
+        (200, "stable"),
+        "same connection"
+    );
 
     // Neither left anything behind: the next request is answered as usual.
     let (status, _, body) = get(&client(), &proxy.url("/"), &[]).await;
