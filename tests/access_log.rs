@@ -451,23 +451,27 @@ async fn a_client_that_leaves_cancels_its_upstream_request() {
             found.unwrap()
         }
     };
+    // Until the upstream has seen `requests` requests and holds `open` connections.
+    let upstream = |requests: usize, open: usize| {
+        let stable = &stable;
+        async move {
+            let what = format!("the upstream at {requests} requests, {open} open");
+            wait_for(&what, wait, || {
+                let now = (stable.requests(), stable.open_connections());
+                async move { now == (requests, open) }
+            })
+            .await;
+        }
+    };
 
     // Before the head: the upstream never answers /hang.
     let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
     conn.write_all(b"GET /hang HTTP/1.1\r\nhost: app\r\nx-request-id: left-early\r\n\r\n")
         .await
         .unwrap();
-    wait_for("the upstream to get the request", wait, || {
-        let (requests, open) = (stable.requests(), stable.open_connections());
-        async move { requests == 1 && open == 1 }
-    })
-    .await;
+    upstream(1, 1).await;
     drop(conn);
-    wait_for("the upstream connection to close", wait, || {
-        let open = stable.open_connections();
-        async move { open == 0 }
-    })
-    .await;
+    upstream(1, 0).await;
     let early = line("left-early").await;
     assert_eq!(early["status"], 499, "{early}");
     assert_eq!(early["route"], "app", "{early}");
@@ -485,11 +489,7 @@ async fn a_client_that_leaves_cancels_its_upstream_request() {
     let head = String::from_utf8_lossy(&head[..n]);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     drop(conn);
-    wait_for("the upstream connection to close", wait, || {
-        let open = stable.open_connections();
-        async move { open == 0 }
-    })
-    .await;
+    upstream(2, 0).await;
     let late = line("left-late").await;
     assert_eq!(late["status"], 200, "{late}");
     let bytes = late["bytes"].as_u64().unwrap();
@@ -502,17 +502,9 @@ async fn a_client_that_leaves_cancels_its_upstream_request() {
         let (h2, url) = (h2.clone(), proxy.url("/hang"));
         async move { get(&h2, &url, &[("x-request-id", "reset")]).await }
     });
-    wait_for("the upstream to get the request", wait, || {
-        let (requests, open) = (stable.requests(), stable.open_connections());
-        async move { requests == 3 && open == 1 }
-    })
-    .await;
+    upstream(3, 1).await;
     pending.abort();
-    wait_for("the upstream connection to close", wait, || {
-        let open = stable.open_connections();
-        async move { open == 0 }
-    })
-    .await;
+    upstream(3, 0).await;
     let reset = line("reset").await;
     assert_eq!(reset["status"], 499, "{reset}");
     assert_eq!(reset["route"], "app", "{reset}");
@@ -523,7 +515,7 @@ async fn a_client_that_leaves_cancels_its_upstream_request() {
         "same connection"
     );
 
-    // Neither left anything behind: the next request is answered as usual.
+    // None left anything behind: the next request is answered as usual.
     let (status, _, body) = get(&client(), &proxy.url("/"), &[]).await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "stable"));
 }
