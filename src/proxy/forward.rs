@@ -152,8 +152,9 @@ struct Note<'r> {
 
 /// A request's access log line while `forward` runs, with what it has learnt so far.
 /// Dropped with its request when the client leaves before the response (the server
-/// drops the request's future): the line then goes out as a 499 that still names the
-/// route, side and upstream (nginx logs `$upstream_addr` on its 499s too).
+/// drops the request's future, and the upstream request with it): the line then goes
+/// out as a 499 that still names the route and the side tried. Its `upstream` stays
+/// empty: no endpoint answered (`Note::endpoint` is set with the response head).
 struct Trace<'r> {
     pending: Option<Pending>,
     route: Option<&'r Route>,
