@@ -90,7 +90,8 @@ pub fn proxy<B: DownstreamBody>(
     async move {
         let request_id = request_id(req.headers());
         let version = req.version();
-        // `[log]` (SPEC §12): when it is off, this is the one check the request pays.
+        // `[log]` (SPEC §12): when it is off, the request pays for checking this
+        // `Option`, here and when `trace` drops.
         let hooks = snapshot.log.as_deref();
         let mut trace = Trace {
             pending: hooks
@@ -99,18 +100,17 @@ pub fn proxy<B: DownstreamBody>(
             route: None,
             note: Note::default(),
         };
-        let (route, result) = match check_head(&req, snapshot.server().max_header_bytes) {
-            Err(err) => (None, Err(err)),
+        let result = match check_head(&req, snapshot.server().max_header_bytes) {
+            Err(err) => Err(err),
             Ok(host) => match snapshot.find(host, req.uri().path()) {
-                None => (None, Err(ProxyError::NoRoute)),
+                None => Err(ProxyError::NoRoute),
                 Some(route) => {
                     trace.route = Some(route);
-                    let result =
-                        forward(&snapshot, route, conn, req, &request_id, &mut trace.note).await;
-                    (Some(route), result)
+                    forward(&snapshot, route, conn, req, &request_id, &mut trace.note).await
                 }
             },
         };
+        let route = trace.route;
         let mut response = match result {
             Ok(mut response) => {
                 response.headers_mut().insert(X_REQUEST_ID, request_id);
