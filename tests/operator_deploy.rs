@@ -319,3 +319,28 @@ fn hyper_patch_matches_the_locked_hyper() {
     assert!(patch.contains("\n+++ b/src/proto/h1/io.rs\n"));
     assert!(patch.contains("+    async fn read_reuses_the_rest_of_a_shared_buffer()"));
 }
+
+/// CI's disk (stop 24's run died of "No space left on device" in its second test
+/// build): debug builds carry line tables for our code only, and CI keeps no
+/// incremental state and removes each build it is done with before the next.
+#[test]
+fn ci_keeps_its_builds_small() {
+    let cargo: toml::Table = read("Cargo.toml").parse().unwrap();
+    let dev = &cargo["profile"]["dev"];
+    assert_eq!(dev["debug"].as_str(), Some("line-tables-only"));
+    assert_eq!(dev["package"]["*"]["debug"].as_bool(), Some(false));
+    let ci = read(".ci/run");
+    let at = |line: &str| {
+        ci.find(&format!("\n{line}\n"))
+            .unwrap_or_else(|| panic!("no line `{line}` in .ci/run"))
+    };
+    assert!(at("export CARGO_INCREMENTAL=0") < at("cargo test"));
+    let patched = at("benches/hyper-patch.sh cargo test");
+    assert!(at("export CARGO_TARGET_DIR=\"$PWD/target/hyper-patched-test\"") < patched);
+    assert!(patched < at("rm -rf target/hyper-patched-test"));
+    assert!(
+        at("rm -rf target/hyper-patched-test") < at("cargo test --features fleet --test fleet")
+    );
+    assert!(at("cargo test --features fleet --test fleet") < at("rm -rf target/debug"));
+    assert!(at("rm -rf target/debug") < at("  benches/pgo.sh --bolt --features fleet"));
+}
